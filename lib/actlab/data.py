@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -144,8 +145,11 @@ def wikitext_documents(split: str = "test") -> list[str]:
     so that a subword tokenizer sees ordinary prose.
     """
     text = read_text("wikitext-2", f"{'valid' if split == 'valid' else 'test'}.txt")
-    for marker, plain in ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" <unk>", "")):
+    for marker, plain in ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" <unk>", ""), ("<unk>", "")):
         text = text.replace(marker, plain)
+    # Moses-style spacing around punctuation back to ordinary prose.
+    text = re.sub(r" ([,.;:!?)\]]|'s|n't|'re|'ve|'ll|'d|'m)(?=\s|$)", r"\1", text)
+    text = re.sub(r"([(\[]) ", r"\1", text)
     documents: list[list[str]] = []
     for line in text.split("\n"):
         stripped = line.strip()

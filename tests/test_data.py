@@ -1,0 +1,79 @@
+import hashlib
+import os
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+from actlab import data
+from actlab.errors import DataError
+
+MIRROR = os.environ.get("ACTLAB_DATA_DIR")
+
+
+def _fake_registry(url: str, sha: str, size: int) -> dict:
+    return {"toy": {"description": "a toy", "license": "CC0", "files": {"a.txt": {"url": url, "sha256": sha, "bytes": size}}}}
+
+
+def test_registry_entries_are_complete():
+    reg = data.registry()
+    assert "wikitext-2" in reg and "tinyshakespeare" in reg
+    for name, entry in reg.items():
+        assert entry["license"], name
+        for file_name, spec in entry["files"].items():
+            assert spec["url"].startswith("https://"), (name, file_name)
+            assert len(spec["sha256"]) == 64 and spec["bytes"] > 0
+
+
+@pytest.mark.skipif(not MIRROR, reason="needs ACTLAB_DATA_DIR (the offline mirror)")
+def test_mirror_files_verify_against_the_registry():
+    text = data.read_text("tinyshakespeare", "input.txt")
+    assert text.startswith("First Citizen")
+    docs = data.wikitext_documents("test")
+    assert len(docs) > 40 and " @-@ " not in docs[0] and "<unk>" not in " ".join(docs[:5])
+
+
+def test_download_verifies_and_caches(tmp_path, monkeypatch):
+    source = tmp_path / "source.txt"
+    source.write_bytes(b"hello activations\n")
+    sha = hashlib.sha256(source.read_bytes()).hexdigest()
+    monkeypatch.setattr(data, "registry", lambda: _fake_registry(source.as_uri(), sha, 18))
+    monkeypatch.setenv("ACTLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("ACTLAB_DATA_DIR", raising=False)
+    path = data.path("toy", "a.txt")
+    assert path.read_bytes() == b"hello activations\n"
+    assert path.is_relative_to(tmp_path / "cache")
+    source.unlink()  # the second call must not need the network
+    assert data.path("toy", "a.txt") == path
+
+
+def test_corrupt_file_names_the_file_and_the_fix(tmp_path, monkeypatch):
+    mirror = tmp_path / "mirror" / "toy"
+    mirror.mkdir(parents=True)
+    (mirror / "a.txt").write_bytes(b"tampered")
+    monkeypatch.setattr(data, "registry", lambda: _fake_registry("https://example.invalid/a.txt", "0" * 64, 8))
+    monkeypatch.setenv("ACTLAB_DATA_DIR", str(tmp_path / "mirror"))
+    with pytest.raises(DataError) as info:
+        data.path("toy", "a.txt")
+    message = str(info.value)
+    assert "corrupt data file toy/a.txt" in message and "restore it" in message and "\n" not in message
+
+
+def test_missing_dataset_offline_says_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "registry", lambda: _fake_registry("https://example.invalid/a.txt", "0" * 64, 8))
+    monkeypatch.setenv("ACTLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("ACTLAB_DATA_DIR", str(tmp_path / "empty-mirror"))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("network is unreachable")
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    with pytest.raises(DataError) as info:
+        data.path("toy", "a.txt")
+    message = str(info.value)
+    assert "missing dataset file toy/a.txt" in message and "ACTLAB_DATA_DIR" in message and "\n" not in message
+
+
+def test_unknown_dataset_lists_the_registry():
+    with pytest.raises(DataError, match="wikitext-2"):
+        data.path("no-such-dataset", "x.txt")

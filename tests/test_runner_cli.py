@@ -1,0 +1,96 @@
+"""The runner and CLI on a tiny throwaway notebook: parameters, claims JSON, metadata and bad input."""
+
+import json
+
+import nbformat
+import pytest
+
+from actlab import cli, runner
+
+PROBE_CELLS = [
+    ("markdown", "# Probe paper\nA notebook used by the tests.", None),
+    ("code", 'model = "smollm2-135m"\nprofile = "default"\nseed = 0\nscale = 2.0', ["parameters"]),
+    ("code", "import actlab, random\nactlab.seed_everything(seed)\nx = random.random() * scale", None),
+    ("code", 'table = actlab.Claims("probe")\n'
+             'table.check("C1", "x is below the scale", paper="-", measured=f"{x:.6f}", criterion="x < scale",'
+             ' holds=x < scale)\ntable.check("C2", "x is above 1", paper="-", measured=f"{x:.6f}",'
+             ' criterion="x > 1", holds=x > 1)\ntable.show()', None),
+]
+
+
+@pytest.fixture()
+def probe_dir(tmp_path, monkeypatch):
+    nb = nbformat.v4.new_notebook()
+    for kind, source, tags in PROBE_CELLS:
+        cell = nbformat.v4.new_code_cell(source) if kind == "code" else nbformat.v4.new_markdown_cell(source)
+        if tags:
+            cell.metadata["tags"] = tags
+        nb.cells.append(cell)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    nbformat.write(nb, notebooks / "probe.ipynb")
+    monkeypatch.setenv("ACTLAB_NOTEBOOKS", str(notebooks))
+    return tmp_path
+
+
+def test_run_writes_notebook_claims_and_metadata(probe_dir, capsys):
+    out = probe_dir / "out"
+    code = cli.main(["run", "probe", "--profile", "smoke", "-p", "scale=3", "--out", str(out), "--quiet"])
+    assert code == 0
+    payload = json.loads((out / "probe.claims.json").read_text())
+    assert set(payload) == {"slug", "model", "profile", "params", "runtime_s", "claims"}
+    assert payload["params"] == {"model": "smollm2-135m", "profile": "smoke", "seed": 0, "scale": 3}
+    assert [list(c) for c in payload["claims"]] == [list(runner.CLAIM_FIELDS)] * 2
+    assert payload["claims"][0]["verdict"] == "reproduced"
+    meta = nbformat.read(out / "probe.ipynb", as_version=4).metadata["actlab"]
+    assert meta["profile"] == "smoke" and meta["cpu_threads"] >= 1 and meta["versions"]["torch"]
+    printed = capsys.readouterr().out
+    assert "C1" in printed and "reproduced" in printed
+
+
+def test_same_parameters_give_identical_claims(probe_dir):
+    results = []
+    for name in ("a", "b"):
+        runner.run("probe", profile="smoke", params={"seed": 7}, out_dir=probe_dir / name, progress=False)
+        payload = json.loads((probe_dir / name / "probe.claims.json").read_text())
+        payload.pop("runtime_s")
+        results.append(payload)
+    assert results[0] == results[1]
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_unknown_parameter_fails_before_execution_naming_the_parameters(probe_dir, capsys):
+    code = cli.main(["run", "probe", "-p", "layerz=3", "--out", str(probe_dir / "x")])
+    assert code == 2
+    line = _one_line_error(capsys)
+    assert "layerz" in line and "model, profile, seed, scale" in line
+    assert not (probe_dir / "x" / "probe.ipynb").exists()
+
+
+def test_unknown_model_fails_naming_the_known_ones(probe_dir, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = cli.main(["run", "probe", "--model", "nobody/no-such-model-xyz", "--out", str(probe_dir / "x")])
+    assert code == 2
+    line = _one_line_error(capsys)
+    assert "unknown model" in line and "smollm2-135m" in line and "gemma3-270m" in line
+
+
+def test_unknown_paper_lists_the_notebooks(probe_dir, capsys):
+    assert cli.main(["run", "no-such-paper"]) == 2
+    assert "probe" in _one_line_error(capsys)
+
+
+def test_failing_notebook_exits_non_zero_with_its_error(probe_dir, capsys):
+    code = cli.main(["run", "probe", "-p", "scale='oops'", "--out", str(probe_dir / "f"), "--quiet"])
+    assert code == 1
+    assert "TypeError" in capsys.readouterr().err
+
+
+def test_sweep_grid_is_the_cartesian_product():
+    assert runner.sweep_grid({"a": [1, 2], "b": ["x"]}) == [{"a": 1, "b": "x"}, {"a": 2, "b": "x"}]

@@ -1,0 +1,113 @@
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from actlab import sae as sae_lib
+from actlab.sae import SAEConfig, SparseAutoencoder, cached_sae, topk_step_gradients, train_sae
+
+
+def _toy_data(n=4096, d=16, n_features=48, seed=0):
+    """Sparse combinations of random unit directions: an SAE should find structure here."""
+    g = torch.Generator().manual_seed(seed)
+    features = F.normalize(torch.randn(n_features, d, generator=g), dim=1)
+    active = torch.rand(n, n_features, generator=g) < 0.06
+    coeffs = torch.rand(n, n_features, generator=g) * active
+    return coeffs @ features + 0.5
+
+
+def _autograd_topk_loss(model, x, dead, cfg):
+    pre = model.pre_activations(x)
+    values, indices = pre.topk(cfg.k, dim=-1, sorted=False)
+    acts = F.relu(values)
+    x_hat = F.embedding_bag(indices, model.W_dec, per_sample_weights=acts, mode="sum") + model.b_dec
+    error = x - x_hat
+    loss = error.pow(2).sum(-1).mean()
+    if dead.any():
+        k_aux = min(cfg.auxk_k, int(dead.sum()))
+        aux_values, aux_indices = pre.masked_fill(~dead, float("-inf")).topk(k_aux, dim=-1, sorted=False)
+        e_hat = F.embedding_bag(aux_indices, model.W_dec, per_sample_weights=F.relu(aux_values), mode="sum")
+        e = error.detach()
+        loss = loss + cfg.auxk_coefficient * (e_hat - e).pow(2).sum(-1).mean() / e.pow(2).sum(-1).mean()
+    return loss
+
+
+@pytest.mark.parametrize("with_dead", [False, True])
+def test_hand_written_topk_gradients_match_autograd(with_dead):
+    cfg = SAEConfig(d_in=16, d_sae=64, k=4, auxk_k=8, seed=3)
+    x = _toy_data(n=32)
+    model = SparseAutoencoder(cfg)
+    with torch.no_grad():
+        model.b_dec.copy_(x.mean(0))
+        model.b_enc.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+    dead = torch.zeros(cfg.d_sae, dtype=torch.bool)
+    if with_dead:
+        dead[::3] = True
+    _autograd_topk_loss(model, x, dead, cfg).backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = None
+    topk_step_gradients(model, x, dead, cfg)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("kind", ["topk", "relu"])
+def test_training_reduces_unexplained_variance(kind):
+    x = _toy_data()
+    cfg = SAEConfig(d_in=16, d_sae=64, kind=kind, k=4, l1_coefficient=0.02, lr=3e-3, batch_size=256, epochs=8,
+                    lr_warmup_steps=5)
+    model, log = train_sae(x, cfg, progress=False)
+    assert log.fvu[-1] < 0.5 * log.fvu[0]
+    stats = sae_lib.evaluate(model, x)
+    assert stats["fvu"] < 0.3
+    assert torch.allclose(model.W_dec.norm(dim=1), torch.ones(cfg.d_sae), atol=1e-5)
+    if kind == "topk":
+        assert stats["l0"] <= cfg.k
+
+
+def test_training_is_deterministic():
+    x = _toy_data()
+    cfg = SAEConfig(d_in=16, d_sae=64, k=4, batch_size=256, epochs=2)
+    first, _ = train_sae(x, cfg, progress=False)
+    second, _ = train_sae(x, cfg, progress=False)
+    for a, b in zip(first.parameters(), second.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_save_load_round_trip_in_saelens_layout(tmp_path):
+    cfg = SAEConfig(d_in=16, d_sae=32, k=4)
+    model = SparseAutoencoder(cfg)
+    model.save(tmp_path / "sae")
+    import json
+    from safetensors.torch import load_file
+
+    on_disk = json.loads((tmp_path / "sae" / "cfg.json").read_text())
+    assert on_disk["architecture"] == "topk" and on_disk["d_sae"] == 32 and on_disk["k"] == 4
+    weights = load_file(str(tmp_path / "sae" / "sae_weights.safetensors"))
+    assert weights["W_enc"].shape == (16, 32) and weights["W_dec"].shape == (32, 16)
+    loaded = SparseAutoencoder.load(tmp_path / "sae")
+    x = _toy_data(n=8)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_cache_hits_only_for_the_same_recipe_model_site_and_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("ACTLAB_CACHE_DIR", str(tmp_path))
+    x = _toy_data()
+    cfg = SAEConfig(d_in=16, d_sae=64, k=4, batch_size=256, epochs=4)
+    first, record = cached_sae(x, cfg, model="tiny", site="resid_post.1", progress=False)
+    assert not record["cache_hit"]
+    started = time.perf_counter()
+    again, record = cached_sae(x, cfg, model="tiny", site="resid_post.1", progress=False)
+    assert record["cache_hit"] and time.perf_counter() - started < 2.0
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), again.parameters()))
+    changed = [
+        dict(x=x, cfg=SAEConfig(d_in=16, d_sae=64, k=5, batch_size=256, epochs=4), model="tiny", site="resid_post.1"),
+        dict(x=x, cfg=cfg, model="other", site="resid_post.1"),
+        dict(x=x, cfg=cfg, model="tiny", site="resid_post.2"),
+        dict(x=_toy_data(seed=1), cfg=cfg, model="tiny", site="resid_post.1"),
+    ]
+    for case in changed:
+        _, record = cached_sae(case["x"], case["cfg"], model=case["model"], site=case["site"], progress=False)
+        assert not record["cache_hit"], case

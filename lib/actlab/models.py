@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from transformers.utils import logging as hf_logging
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import ModelPackageMissingError, UnknownModelError
@@ -207,6 +209,8 @@ def load_model(
     """
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
+    # Weight-loading progress bars would land in every notebook's committed outputs.
+    hf_logging.disable_progress_bar()
     started = time.perf_counter()
     if name in OFFLINE_MODELS:
         path = ensure_offline_model(OFFLINE_MODELS[name])
@@ -308,6 +312,8 @@ def ensure_offline_model(spec: OfflineModel) -> Path:
     if (target / "config.json").exists() and (target / ".complete").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"actlab: converting {spec.name} from GGUF to safetensors once (20-60 s); later loads take seconds",
+          file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{spec.name}-") as tmp:
         gguf_dir = Path(tmp) / "gguf"
         gguf_dir.mkdir()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import claims, data, harvest, hooks, metrics, plotting, sae
+from . import claims, data, generated, harvest, hooks, metrics, plotting, sae
 from .claims import Claims
 from .errors import ActlabError
 from .hooks import capture, patch, run_with_cache
@@ -19,7 +19,7 @@ from .models import LanguageModel, known_models, load_model
 from .seeding import seed_everything
 
 __all__ = [
-    "ActlabError", "Claims", "LanguageModel", "capture", "claims", "data", "harvest", "hooks",
+    "ActlabError", "Claims", "LanguageModel", "capture", "claims", "data", "generated", "harvest", "hooks",
     "known_models", "load_model", "metrics", "patch", "plotting", "run_with_cache", "sae",
     "seed_everything", "__version__",
 ]

@@ -26,6 +26,7 @@ def test_claims_render_and_round_trip_through_a_notebook_output():
     assert "\\|" in bundle["text/markdown"] and "<table" in bundle["text/html"]
     notebook = {"cells": [{"cell_type": "code", "outputs": [{"data": {CLAIMS_MIME: bundle[CLAIMS_MIME]}}]}]}
     back = claims_lib.claims_from_notebook(json.loads(json.dumps(notebook)))
+    assert json.loads(bundle[CLAIMS_MIME])["slug"] == "demo"
     assert [c["verdict"] for c in back["claims"]] == ["reproduced", "partial", "not_checkable"]
     assert table.summary() == "1 reproduced, 1 partial, 1 not checkable"
 

@@ -11,6 +11,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import warnings as _warnings
+
+# tqdm.auto (imported by transformers' dependencies) warns in every notebook without ipywidgets.
+_warnings.filterwarnings("ignore", message="IProgress not found")
+
 from . import claims, data, generated, harvest, hooks, metrics, plotting, sae
 from .claims import Claims
 from .errors import ActlabError

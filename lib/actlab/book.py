@@ -115,7 +115,10 @@ def write_sources(book_dir: Path | None = None) -> Path:
     for slug, path in notebooks.items():
         shutil.copyfile(path, papers_dir / f"{slug}.ipynb")
     (book_dir / "scoreboard.md").write_text(scoreboard_markdown(entries, families), encoding="utf-8")
-    toc = ["format: jb-book", "root: intro", "chapters:", "- file: scoreboard"]
+    toc = ["format: jb-book", "root: intro", "chapters:"]
+    if (book_dir / "tour.ipynb").exists():
+        toc.append("- file: tour")
+    toc.append("- file: scoreboard")
     placed = set()
     for family in families:
         slugs = [s for s in family["slugs"] if s in notebooks and s not in placed]

@@ -109,15 +109,15 @@ class Claims:
             "text/plain": self.to_markdown(),
             "text/markdown": self.to_markdown(),
             "text/html": self.to_html(),
-            CLAIMS_MIME: self.to_dict(),
+            # Stored as a JSON string: notebook tools that diff outputs (nbval) expect text.
+            CLAIMS_MIME: json.dumps(self.to_dict()),
         }
 
-    def show(self) -> "Claims":
+    def show(self) -> None:
         """Display the table in a notebook (with its machine-readable copy)."""
         from IPython.display import display
 
         display(self)
-        return self
 
 
 def claims_from_notebook(notebook: dict) -> dict | None:

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from ._progress import tqdm
 
 from .errors import ActlabError
 from .hooks import run_with_cache

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
+from ._progress import tqdm
 
 from .errors import ActlabError
 from .models import cache_dir

@@ -111,3 +111,23 @@ def test_cache_hits_only_for_the_same_recipe_model_site_and_data(tmp_path, monke
     for case in changed:
         _, record = cached_sae(case["x"], case["cfg"], model=case["model"], site=case["site"], progress=False)
         assert not record["cache_hit"], case
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not __import__("os").environ.get("ACTLAB_DATA_DIR"), reason="needs the data mirror")
+def test_standard_sae_is_shared_through_the_cache(tmp_path, monkeypatch):
+    import actlab
+
+    lm = actlab.load_model("smollm2-135m")
+    monkeypatch.setenv("ACTLAB_CACHE_DIR", str(tmp_path))
+    first, record = sae_lib.standard_sae(lm, site="resid_post.3", n_tokens=2048, expansion=1, epochs=1.0,
+                                          progress=False)
+    assert not record["cache_hit"] and first.cfg.d_sae == lm.d_model
+    started = time.perf_counter()
+    second, record = sae_lib.standard_sae(lm, site="resid_post.3", n_tokens=2048, expansion=1, epochs=1.0,
+                                           progress=False)
+    assert record["cache_hit"] and time.perf_counter() - started < 10
+    assert torch.equal(first.W_dec, second.W_dec)
+    _, record = sae_lib.standard_sae(lm, site="resid_post.4", n_tokens=2048, expansion=1, epochs=1.0,
+                                     progress=False)
+    assert not record["cache_hit"]

@@ -33,7 +33,7 @@ from torch import nn
 from ._progress import tqdm
 
 from .errors import ActlabError
-from .models import cache_dir
+from .models import LanguageModel, cache_dir
 
 
 @dataclass(frozen=True)
@@ -365,3 +365,35 @@ def cached_sae(
         if tmp.exists():
             shutil.rmtree(tmp)
     return sae, {**record, "cache_hit": False}
+
+
+def standard_sae(
+    lm: LanguageModel,
+    site: str | None = None,
+    n_tokens: int = 100_000,
+    expansion: int = 8,
+    k: int = 32,
+    epochs: float = 2.0,
+    seq_len: int = 128,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[SparseAutoencoder, dict]:
+    """The collection's shared TopK SAE for a model and site, trained once and then read from the cache.
+
+    Recipe: residual activations over WikiText-2 (test split, articles joined,
+    windows of ``seq_len`` tokens starting with BOS, position 0 dropped),
+    ``expansion x d_model`` latents, TopK with ``k``, Adam at 4e-4, batch 1,024.
+    Notebooks that ask for the same model, site and arguments share one SAE; any
+    other argument is another cache entry. ``site`` defaults to the middle layer's
+    ``resid_post``. The record says whether it was a cache hit.
+    """
+    from . import data
+    from .harvest import harvest, token_windows
+
+    site = site or f"resid_post.{lm.n_layers // 2}"
+    n_windows = -(-n_tokens // (seq_len - 1))
+    windows = token_windows(lm, data.wikitext_documents("test"), seq_len, n_windows)
+    stored = harvest(lm, windows, site, progress=progress)
+    cfg = SAEConfig(d_in=lm.d_model, d_sae=expansion * lm.d_model, kind="topk", k=k, epochs=epochs, seed=seed)
+    return cached_sae(stored.load(), cfg, model=lm.name, site=site, data_hash=stored.meta["fingerprint"],
+                      progress=progress)

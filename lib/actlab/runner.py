@@ -188,6 +188,10 @@ def run(
     }
     nb = nbformat.read(target, as_version=4)
     nb.metadata["actlab"] = record
+    # papermill records absolute paths of this machine; keep only the file names.
+    for key in ("input_path", "output_path"):
+        if nb.metadata.get("papermill", {}).get(key):
+            nb.metadata["papermill"][key] = Path(nb.metadata["papermill"][key]).name
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, target)
     if error is not None:

@@ -137,3 +137,21 @@ def test_unknown_site_names_the_valid_ones(model):
         hooks.resolve(model, "resid_post.99")
     with pytest.raises(UnknownSiteError):
         hooks.resolve(model, "module:no.such.module")
+
+
+def test_last_token_handles_both_padding_sides():
+    values = torch.arange(2 * 4).view(2, 4, 1).float()
+    right = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    left = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    assert hooks.last_token(values, right).flatten().tolist() == [2.0, 7.0]
+    assert hooks.last_token(values, left).flatten().tolist() == [3.0, 7.0]
+    assert hooks.last_token(values).flatten().tolist() == [3.0, 7.0]
+
+
+def test_an_edit_returning_none_observes_without_changing(model):
+    ids = tiny_inputs()
+    clean = model(input_ids=ids).logits
+    seen = []
+    with hooks.patch(model, {"mlp_out.1": lambda value: seen.append(value.abs().max()) or None}):
+        observed = model(input_ids=ids).logits
+    assert torch.equal(clean, observed) and len(seen) == 1

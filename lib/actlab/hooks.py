@@ -270,6 +270,8 @@ def patch(model: nn.Module, edits: Mapping[str, EditFn]) -> Iterator[None]:
 
     An edit receives the site's tensor (for ``attn_heads``, shaped
     ``(batch, seq, n_heads, d_head)``) and returns a tensor of the same shape.
+    An edit that returns ``None`` leaves the value as it is: that is how to
+    observe a site (stream statistics, say) without storing its activations.
     """
     handles = []
     try:
@@ -323,6 +325,18 @@ def run_with_cache(
     if missing:
         raise UnknownSiteError(f"sites {missing} never ran in the forward pass")
     return acts
+
+
+def last_token(values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The value at each row's last real token: ``(batch, seq, ...)`` -> ``(batch, ...)``.
+
+    Works with right padding (the last position whose mask is 1) and left
+    padding (the final position); without a mask, the final position.
+    """
+    if attention_mask is None:
+        return values[:, -1]
+    positions = attention_mask.shape[1] - 1 - attention_mask.flip(1).long().argmax(1)
+    return values[torch.arange(values.shape[0], device=values.device), positions.to(values.device)]
 
 
 # --- common edits ------------------------------------------------------------------------

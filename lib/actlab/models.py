@@ -135,6 +135,11 @@ class LanguageModel:
         return int(self.text_config.vocab_size)
 
     @property
+    def n_params(self) -> int:
+        """Number of parameters (tied embeddings counted once)."""
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 

@@ -20,8 +20,7 @@ from .claims import VERDICTS, claims_from_notebook
 from .errors import ActlabError
 from .runner import REPO_ROOT, list_notebooks, notebook_title
 
-_BADGES = {"reproduced": "✅ reproduced", "partial": "🟡 partial", "not_reproduced": "❌ not reproduced",
-           "not_checkable": "⚪ not checkable"}
+_BADGES = {v: f'<span class="verdict verdict-{v}">{v.replace("_", " ")}</span>' for v in VERDICTS}
 
 
 def _cell(text: object) -> str:
@@ -69,9 +68,10 @@ def scoreboard_markdown(entries: dict[str, dict], families: list[dict]) -> str:
         for slug in slugs:
             placed.add(slug)
             entry = entries[slug]
-            for claim in entry["claims"]:
+            for index, claim in enumerate(entry["claims"]):
+                paper = f"[{_cell(entry['title'])}](papers/{slug}.ipynb)" if index == 0 else ""
                 lines.append(
-                    f"| [{_cell(entry['title'])}](papers/{slug}.ipynb) | {claim['id']} | {_cell(claim['claim'])} | "
+                    f"| {paper} | {claim['id']} | {_cell(claim['claim'])} | "
                     f"{_cell(claim['paper'])} | {_cell(claim['measured'])} | {_BADGES[claim['verdict']]} |")
         lines.append("")
     runs = ["| paper | model | profile | runtime | date | commit |", "|---|---|---|---|---|---|"]

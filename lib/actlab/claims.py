@@ -24,8 +24,9 @@ from typing import Literal
 Verdict = Literal["reproduced", "partial", "not_reproduced", "not_checkable"]
 VERDICTS: tuple[Verdict, ...] = ("reproduced", "partial", "not_reproduced", "not_checkable")
 CLAIMS_MIME = "application/vnd.actlab.claims+json"
-_MARKS = {"reproduced": "✅ reproduced", "partial": "🟡 partial", "not_reproduced": "❌ not reproduced",
-          "not_checkable": "⚪ not checkable"}
+_MARKS = {"reproduced": "reproduced", "partial": "partial", "not_reproduced": "not reproduced",
+          "not_checkable": "not checkable"}
+_COLOURS = {"reproduced": "#1a7f37", "partial": "#9a6700", "not_reproduced": "#cf222e", "not_checkable": "#6e7781"}
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class Claims:
         head = "".join(f"<th>{h}</th>" for h in ("id", "claim", "paper", "measured", "criterion", "verdict"))
         body = "".join(
             "<tr>" + "".join(f"<td>{escape(v)}</td>" for v in (c.id, c.claim, c.paper, c.measured, c.criterion))
-            + f"<td><b>{escape(_MARKS[c.verdict])}</b></td></tr>"
+            + f'<td><b style="color:{_COLOURS[c.verdict]}">{escape(_MARKS[c.verdict])}</b></td></tr>'
             for c in self.claims
         )
         return f'<table class="actlab-claims"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'

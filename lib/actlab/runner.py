@@ -143,8 +143,13 @@ def run(
     name is checked before anything runs. ``in_place`` writes the executed
     notebook back over the source (how the committed outputs are refreshed).
     """
+    import logging
+
     import papermill
 
+    # papermill reads the parameters cell line by line and warns about lines it cannot parse
+    # (comments with '=' in them); the runner reads the cell with ast instead.
+    logging.getLogger("papermill.translators").setLevel(logging.ERROR)
     source = notebook_path(slug)
     if profile not in PROFILES:
         raise UnknownParameterError(f"unknown profile '{profile}': use one of {', '.join(PROFILES)}")

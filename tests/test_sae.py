@@ -131,3 +131,10 @@ def test_standard_sae_is_shared_through_the_cache(tmp_path, monkeypatch):
     _, record = sae_lib.standard_sae(lm, site="resid_post.4", n_tokens=2048, expansion=1, epochs=1.0,
                                      progress=False)
     assert not record["cache_hit"]
+
+
+def test_cache_key_does_not_depend_on_int_or_float_spelling():
+    a = SAEConfig(d_in=16, d_sae=64, epochs=2)
+    b = SAEConfig(d_in=16, d_sae=64, epochs=2.0)
+    assert sae_lib.cache_key("m", "s", a, "h") == sae_lib.cache_key("m", "s", b, "h")
+    assert sae_lib.cache_key("m", "s", a, "h") != sae_lib.cache_key("m", "s", SAEConfig(d_in=16, d_sae=64, epochs=3), "h")

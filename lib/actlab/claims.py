@@ -21,12 +21,13 @@ from dataclasses import asdict, dataclass
 from html import escape
 from typing import Literal
 
-Verdict = Literal["reproduced", "partial", "not_reproduced", "not_checkable"]
-VERDICTS: tuple[Verdict, ...] = ("reproduced", "partial", "not_reproduced", "not_checkable")
+Verdict = Literal["reproduced", "partial", "not_reproduced", "inconclusive", "not_checkable"]
+VERDICTS: tuple[Verdict, ...] = ("reproduced", "partial", "not_reproduced", "inconclusive", "not_checkable")
 CLAIMS_MIME = "application/vnd.actlab.claims+json"
 _MARKS = {"reproduced": "reproduced", "partial": "partial", "not_reproduced": "not reproduced",
-          "not_checkable": "not checkable"}
-_COLOURS = {"reproduced": "#1a7f37", "partial": "#9a6700", "not_reproduced": "#cf222e", "not_checkable": "#6e7781"}
+          "inconclusive": "inconclusive", "not_checkable": "not checkable"}
+_COLOURS = {"reproduced": "#1a7f37", "partial": "#9a6700", "not_reproduced": "#cf222e",
+            "inconclusive": "#8250df", "not_checkable": "#6e7781"}
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import ast
 import datetime as _dt
+import hashlib
 import itertools
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +28,61 @@ from .seeding import THREADS_ENV, _usable_cores
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("smoke", "default")
 KERNEL_NAME = "actlab-python"
-CLAIM_FIELDS = ("id", "claim", "paper", "measured", "criterion", "verdict")
+CLAIM_FIELDS = ("id", "claim", "paper", "measured", "criterion", "criterion_source", "verdict", "reason")
+# Smoke-run times measured by the test session, read by the cost model, `make bench` and the book.
+SMOKE_TIMES_ENV = "ACTLAB_SMOKE_TIMES"
+
+
+def smoke_times_path() -> Path:
+    """Where the test session keeps the smoke-run times it measured (``runs/smoke-times.json``)."""
+    return Path(os.environ.get(SMOKE_TIMES_ENV, REPO_ROOT / "runs" / "smoke-times.json"))
+
+
+def load_smoke_times(path: Path | None = None) -> dict:
+    """The last recorded smoke-run report, or an empty dict when none was measured here.
+
+    Layout: ``{"date", "commit", "runs": [{"slug", "model", "runtime_s", "repeat"}], ...}``.
+    """
+    path = Path(path) if path else smoke_times_path()
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def smoke_seconds_by_notebook(report: dict | None = None, model: str = DEFAULT_MODEL) -> dict[str, float]:
+    """Slug -> the fastest recorded smoke run on ``model`` (seconds), from a smoke-times report."""
+    report = load_smoke_times() if report is None else report
+    best: dict[str, float] = {}
+    for entry in report.get("runs", []):
+        if entry.get("model") == model:
+            best[entry["slug"]] = min(best.get(entry["slug"], float("inf")), float(entry["runtime_s"]))
+    return best
+
+
+def source_hash(notebook: dict) -> str:
+    """sha256 of a notebook's source: the type and text of every cell, outputs and metadata left out.
+
+    Papermill's injected-parameters cell is skipped, so the hash of an executed
+    notebook equals the hash of the source it was executed from.
+    """
+    digest = hashlib.sha256()
+    for cell in notebook.get("cells", []):
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            continue
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else source
+        digest.update(json.dumps([cell.get("cell_type"), source]).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def source_status(notebook: dict) -> str:
+    """``current`` when the committed outputs come from the committed source, ``stale`` when the source
+    changed after the run, ``not_recorded`` for a run made before source hashes were recorded."""
+    recorded = notebook.get("metadata", {}).get("actlab", {}).get("source_sha256")
+    if not recorded:
+        return "not_recorded"
+    return "current" if recorded == source_hash(notebook) else "stale"
 
 
 def notebooks_dir() -> Path:
@@ -111,6 +168,58 @@ def _ensure_kernel() -> str:
     return KERNEL_NAME
 
 
+def _section_names(cells: list) -> list[str]:
+    """Per cell, the last Markdown heading at or above it: what the progress bar says is running."""
+    names, current = [], "start"
+    for cell in cells:
+        if cell.get("cell_type") == "markdown":
+            for line in str(cell.get("source", "")).splitlines():
+                if line.startswith("#"):
+                    current = line.lstrip("#").strip()
+        names.append(current)
+    return names
+
+
+def _engine_class():
+    """Papermill's nbclient engine, with the progress bar naming the notebook section being executed."""
+    from papermill.engines import NBClientEngine
+
+    class SectionNamingEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):  # noqa: ANN001, ANN206
+            names = _section_names(nb_man.nb.cells)
+            plain_start = nb_man.cell_start
+
+            def cell_start(cell, cell_index=None, **more):  # noqa: ANN001, ANN202
+                plain_start(cell, cell_index, **more)
+                pbar = getattr(nb_man, "pbar", None)
+                if pbar and cell_index is not None:
+                    pbar.set_description(names[cell_index][:40])
+
+            nb_man.cell_start = cell_start
+            return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+    return SectionNamingEngine
+
+
+def _ipc_kernel_manager(socket_dir: str):
+    """A kernel manager whose kernel talks over Unix sockets in ``socket_dir``.
+
+    Over TCP, ipykernel warns at every start that the traffic is unencrypted;
+    local sockets in a private folder keep the traffic on this machine and the
+    terminal quiet.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):  # noqa: ANN003
+            super().__init__(**kwargs)
+            self.transport = "ipc"
+            self.ip = os.path.join(socket_dir, "kernel")
+
+    return IPCKernelManager
+
+
 def _git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
@@ -136,12 +245,14 @@ def run(
     out_dir: str | Path = "runs",
     in_place: bool = False,
     progress: bool = True,
+    cell_timeout_s: float | None = None,
 ) -> RunResult:
     """Execute ``notebooks/<slug>.ipynb`` and write ``<slug>.ipynb`` and ``<slug>.claims.json`` to ``out_dir``.
 
     Parameters are checked against the notebook's parameters cell and the model
     name is checked before anything runs. ``in_place`` writes the executed
     notebook back over the source (how the committed outputs are refreshed).
+    ``cell_timeout_s`` fails the run when one cell runs longer (a guard against hangs).
     """
     import logging
 
@@ -169,16 +280,26 @@ def run(
                      "TOKENIZERS_PARALLELISM": "false", "PYTHONHASHSEED": "0"}
     saved_env = {k: os.environ.get(k) for k in env_overrides}
     os.environ.update(env_overrides)
+    source_sha256 = source_hash(nbformat.read(source, as_version=4))
     started = time.perf_counter()
     error = None
+    from papermill.engines import papermill_engines
+
+    papermill_engines.register("actlab", _engine_class())
+    socket_dir = tempfile.mkdtemp(prefix="actlab-kernel-")
     try:
         papermill.execute_notebook(
             str(source), str(target), parameters={**params, "profile": profile, "model": model},
-            kernel_name=_ensure_kernel(), progress_bar=progress, cwd=str(source.parent), log_output=False,
+            engine_name="actlab", kernel_name=_ensure_kernel(), progress_bar=progress, cwd=str(source.parent),
+            log_output=False, execution_timeout=cell_timeout_s,
+            kernel_manager_class=_ipc_kernel_manager(socket_dir),
         )
     except papermill.PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}".strip().splitlines()[0]
+    except TimeoutError as exc:  # nbclient's CellTimeoutError
+        error = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
     finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
         for key, value in saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -188,7 +309,7 @@ def run(
     record = {
         "library_version": __version__, "git_commit": _git_commit(), "profile": profile, "model": model,
         "parameters": resolved, "runtime_s": runtime, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(
-            timespec="seconds"), "cpu_threads": threads, "versions": _versions(),
+            timespec="seconds"), "cpu_threads": threads, "versions": _versions(), "source_sha256": source_sha256,
         "status": "ok" if error is None else "failed",
     }
     nb = nbformat.read(target, as_version=4)

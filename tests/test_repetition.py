@@ -1,0 +1,62 @@
+"""No new block of code repeated across notebooks: shared code belongs in actlab."""
+
+import nbformat
+import pytest
+
+from actlab import runner
+from repetition import MIN_LINES, find_repeats
+
+# Repeats that predate this check: the setup blocks of the first ten notebooks and a few helpers that
+# belong in the library. Moving the notebooks to library v2 removes them; then this list is empty.
+BASELINE = {
+    "attn-output-saes+qwen-scope:3714097366",
+    "attn-output-saes+sae-principled-evals:748d880367",
+    "attn-output-saes+sae-sparse-probing:562dc6d679",
+    "itda+sae-principled-evals:4e02a1d120",
+    "itda+sae-principled-evals:cf723a7acd",
+    "itda+sae-sparse-probing:b752fcaa1f",
+    "max-activations+recsae:341d2ee4a2",
+    "max-activations+sae-principled-evals:2b7a35969c",
+    "mona-data-selection+sae-principled-evals:468f176e7b",
+    "mona-data-selection+sae-principled-evals:86dca0765b",
+    "mona-data-selection+sae-principled-evals:b97d0667fd",
+    "qwen-scope+sae-principled-evals:343f00c1d8",
+    "qwen-scope+sae-principled-evals:44c0e9c021",
+    "qwen-scope+sae-principled-evals:efd24fa8e5",
+    "qwen-scope+sae-sparse-probing:2f42d54040",
+    "recsae+sae-principled-evals:dfb2cd381d",
+    "repe-reasoning+sae-principled-evals:cf176727df",
+    "sae-dark-matter+sae-principled-evals:188ed07c6c",
+    "sae-dark-matter+sae-principled-evals:3a792a8da7",
+    "sae-dark-matter+sae-principled-evals:60941494c2",
+}
+
+
+def test_no_new_repeated_block_across_notebooks():
+    repeats = find_repeats(sorted(runner.list_notebooks().values()))
+    new = [str(r) for r in repeats if r.key not in BASELINE]
+    assert not new, "code repeated across notebooks (move it into actlab):\n" + "\n".join(new)
+    gone = sorted(BASELINE - {r.key for r in repeats})
+    assert not gone, "baseline entries no longer repeated; remove them from BASELINE: " + ", ".join(gone)
+
+
+def _notebook(path, cells):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# A title")] + [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, path)
+    return path
+
+
+SHARED = "\n".join(f"value_{i} = compute(step={i}, scale={i} * 2.5, name='v{i}')" for i in range(MIN_LINES))
+
+
+@pytest.mark.parametrize("lines, found", [(MIN_LINES, True), (MIN_LINES - 2, False)])
+def test_a_repeated_block_is_found_and_named_in_both_notebooks(tmp_path, lines, found):
+    block = "\n".join(SHARED.splitlines()[:lines])
+    first = _notebook(tmp_path / "first.ipynb", ["import math\nx = math.pi", block])
+    second = _notebook(tmp_path / "second.ipynb", ["y = 1\nz = y + 2\nprint(z)", "w = 5", block])
+    repeats = find_repeats([first, second])
+    assert bool(repeats) is found
+    if found:
+        text = str(repeats[0])
+        assert "notebooks/first.ipynb cell 2 line 1" in text and "notebooks/second.ipynb cell 3 line 1" in text

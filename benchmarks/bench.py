@@ -52,7 +52,11 @@ def main() -> None:
     parser.add_argument("--layer", type=int, default=15)
     parser.add_argument("--sae-steps", type=int, default=30)
     parser.add_argument("--skip-cold-load", action="store_true")
+    parser.add_argument("--smoke-only", action="store_true", help="only print the recorded smoke-run times")
     args = parser.parse_args()
+    if args.smoke_only:
+        print_smoke_times()
+        return
     threads = actlab.seed_everything(0)
     print(f"actlab {actlab.__version__}, torch {torch.__version__}, {threads} threads\n")
 
@@ -116,6 +120,25 @@ def main() -> None:
     print(f"\nTopK SAE ({lm.d_model} -> {cfg.d_sae}, k={cfg.k}, batch {cfg.batch_size}), {log.tokens:,} tokens")
     print(f"SAE training on cached activations   {log.tokens_per_second:9,.0f} tok/s")
     print(f"harvest + SAE training end to end    {end_to_end:9,.0f} tok/s")
+    print_smoke_times()
+
+
+def print_smoke_times() -> None:
+    """The notebooks' smoke-run times and CI projection, as the last test session measured them."""
+    from actlab import runner
+
+    report = runner.load_smoke_times()
+    if not report.get("runs"):
+        print("\nsmoke runs: none measured yet (`make test` records them in runs/smoke-times.json)")
+        return
+    best = runner.smoke_seconds_by_notebook(report)
+    print(f"\nsmoke runs on smollm2-135m (test session of {report['date'][:10]}, commit {report['commit']})")
+    for slug, seconds in sorted(best.items(), key=lambda kv: -kv[1]):
+        print(f"  {slug:28s} {seconds:6.1f} s" + ("  over 60 s" if seconds > 60 else ""))
+    if "projection" in report:
+        proj = report["projection"]
+        print(f"median {proj['median_s']:.1f} s; projected CI at {proj['notebooks']} notebooks: "
+              f"{proj['projected_min']:.1f} min")
 
 
 if __name__ == "__main__":

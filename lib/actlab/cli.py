@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from .errors import ActlabError
@@ -47,37 +46,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .runner import notebook_path, notebook_parameters, parse_value, sweep_grid
-    from .errors import UnknownParameterError
+    from .sweep import CSV_NAME, SlurmOptions, parse_grid, summary_lines, sweep
 
-    grid: dict[str, list[object]] = {}
-    for pair in args.param or []:
-        key, sep, values = pair.partition("=")
-        if not sep:
-            raise UnknownParameterError(f"sweep parameter '{pair}' is not KEY=V1,V2,...")
-        grid[key.strip()] = [parse_value(v.strip()) for v in values.split(",")]
-    known = notebook_parameters(notebook_path(args.slug))
-    unknown = sorted(set(grid) - set(known))
-    if unknown:
-        raise UnknownParameterError(
-            f"unknown parameter(s) {', '.join(unknown)} for {args.slug}; its parameters are {', '.join(known)}")
-    points = sweep_grid(grid)
-    base = Path(args.out or f"runs/{args.slug}-sweep")
-    jobs = []
-    for point in points:
-        name = "-".join(f"{k}={v}" for k, v in point.items()) or "base"
-        jobs.append((args.slug, args.profile, args.model, point, str(base / name), False, False))
-    print(f"sweep: {len(jobs)} runs of {args.slug} ({args.profile}) with {args.jobs} process(es)")
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(_run_one, *zip(*jobs)))
-    failed = 0
-    for result in results:
-        if result["error"]:
-            failed += 1
-            print(f"{result['params']}: FAILED {result['error']}")
-            continue
-        verdicts = {c["id"]: c["verdict"] for c in json.loads(Path(result["claims_path"]).read_text())["claims"]}
-        print(f"{result['params']}: " + ", ".join(f"{k} {v}" for k, v in verdicts.items()))
+    slurm = SlurmOptions(partition=args.partition, time_min=args.time, mem_gb=args.mem,
+                         cpus_per_task=args.cpus_per_task, array_parallelism=args.array_parallelism)
+    plan, table, figure = sweep(args.slug, parse_grid(args.param or []), profile=args.profile, model=args.model,
+                                out_dir=args.out, executor=args.executor, jobs=args.jobs, slurm=slurm)
+    print()
+    print("\n".join(summary_lines(plan, table)))
+    print(f"\ntable:  {plan.out_dir / CSV_NAME}\nfigure: {figure}")
+    failed = table.loc[table["status"] == "failed", "point"].nunique()
+    if failed:
+        print(f"{failed} of {len(plan.tasks)} points failed; their errors are in the table", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -104,13 +84,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_run)
 
-    sweep = sub.add_parser("sweep", help="run one notebook over a grid of parameters")
+    sweep = sub.add_parser("sweep", help="run one notebook over a grid of parameters and models",
+                           description="Run one notebook over the Cartesian product of the -p values; write "
+                                       "OUT/<point>/ per grid point, then OUT/sweep.csv and OUT/sweep.png.")
     sweep.add_argument("slug")
     sweep.add_argument("--profile", default="smoke", choices=["smoke", "default"])
-    sweep.add_argument("--model", default=DEFAULT_MODEL)
-    sweep.add_argument("-p", "--param", action="append", metavar="KEY=V1,V2", help="values to sweep")
-    sweep.add_argument("--jobs", type=int, default=1, help="local processes (each uses all threads it is given)")
-    sweep.add_argument("--out")
+    sweep.add_argument("--model", default=None,
+                       help=f"one model for every point (default {DEFAULT_MODEL}); sweep models with -p model=A,B")
+    sweep.add_argument("-p", "--param", action="append", metavar="KEY=V1,V2",
+                       help="values to sweep (repeat for a grid); commas inside [] or quotes do not split")
+    sweep.add_argument("--out", help="output directory (default runs/SLUG-sweep)")
+    sweep.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local"],
+                       help="local: a process pool; slurm: one job array through submitit; "
+                            "submitit-local: the same submitit path on this machine, every point at once")
+    sweep.add_argument("--jobs", type=int, default=1,
+                       help="local: points at a time (each uses all threads it is given)")
+    slurm = sweep.add_argument_group("slurm and submitit-local resources, per grid point")
+    slurm.add_argument("--partition", help="Slurm partition (default: the cluster's)")
+    slurm.add_argument("--time", type=int, default=120, metavar="MINUTES", help="time limit (default 120)")
+    slurm.add_argument("--mem", type=int, default=16, metavar="GB", help="memory (default 16)")
+    slurm.add_argument("--cpus-per-task", type=int, default=4,
+                       help="CPUs, and the torch thread count on Slurm (default 4)")
+    slurm.add_argument("--array-parallelism", type=int, default=None, metavar="N",
+                       help="Slurm: at most N points at once (default: all)")
     sweep.set_defaults(func=_cmd_sweep)
 
     book = sub.add_parser("book", help="build the Jupyter Book from the committed notebooks")

@@ -56,7 +56,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ANN0
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                                  text=True).stdout.strip() or "unknown",
-        "matrix": "full" if full else "ci", "runs": session["runs"], "smoke_phase_s": round(session["wall_s"], 1),
+        "matrix": "full" if full else "ci", "workers": session.get("workers", 1), "runs": session["runs"], "smoke_phase_s": round(session["wall_s"], 1),
         "book_tests_s": round(session["book_tests_s"], 1), "session_s": round(time.perf_counter() - _STARTED, 1),
         "setup_s": float(os.environ.get("ACTLAB_SETUP_S", "0") or 0),
     }

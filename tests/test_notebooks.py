@@ -5,12 +5,12 @@ import os
 import re
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cost_model
 import nbformat
 import pytest
+from smoke_pool import SmokePool, default_workers
 
 from actlab import runner
 from actlab.claims import CLAIMS_MIME, VERDICTS, claims_from_notebook
@@ -96,25 +96,51 @@ def warm_models():
         actlab.load_model(name)
 
 
+# Which smoke runs each smoke test reads, so the pool can start all of a session's runs at once.
+_RUNS_OF_TEST = {
+    "test_smoke_run": lambda slug: [(slug, DEFAULT_MODEL, 1)],
+    "test_smoke_runs_repeat_exactly": lambda slug: [(slug, DEFAULT_MODEL, 1), (slug, DEFAULT_MODEL, 2)],
+    "test_smoke_run_on_gemma3": lambda slug: [(slug, SECOND_MODEL, 1)],
+}
+
+
+def _planned_runs(items) -> list[tuple[str, str, int]]:
+    """The session's smoke runs in the order its tests will ask for them."""
+    planned = []
+    for item in items:
+        runs_of = _RUNS_OF_TEST.get(getattr(item, "originalname", ""))
+        if runs_of is not None and hasattr(item, "callspec"):
+            planned += [key for key in runs_of(item.callspec.params["slug"]) if key not in planned]
+    return planned
+
+
 @pytest.fixture(scope="session")
-def smoke_run(warm_models, tmp_path_factory):
-    """Run (once per session) the smoke execution of a notebook on a model; later calls return it."""
-    done: dict[tuple[str, str, int], dict] = {}
+def smoke_pool(warm_models, tmp_path_factory, request):
+    """Every smoke run the session selected, started at once on a pool of workers (tests/smoke_pool.py)."""
+    from actlab.seeding import _usable_cores
+
+    cores = _usable_cores()
+    pool = SmokePool(tmp_path_factory.mktemp("smoke"), default_workers(cores), CELL_TIMEOUT_S, cores)
+    pool.submit(_planned_runs(request.session.items))
+    yield pool
+    pool.close()
+
+
+@pytest.fixture(scope="session")
+def smoke_run(smoke_pool):
+    """The outcome of the smoke execution of a notebook on a model, checked; recorded for the cost model."""
+    recorded: set[tuple[str, str, int]] = set()
     record = cost_model.SESSION
 
-    def run_once(slug: str, model: str, repeat: int = 1) -> dict:
+    def outcome_of(slug: str, model: str, repeat: int = 1) -> dict:
         key = (slug, model, repeat)
-        if key not in done:
-            out = tmp_path_factory.mktemp(f"{slug}-{model}-{repeat}")
-            started = time.perf_counter()
-            result = runner.run(slug, profile="smoke", model=model, out_dir=out, progress=False,
-                                cell_timeout_s=CELL_TIMEOUT_S)
-            record["wall_s"] += time.perf_counter() - started
+        outcome = smoke_pool.outcome(key)
+        if key not in recorded:
+            recorded.add(key)
             record["runs"].append({"slug": slug, "model": model, "repeat": repeat,
-                                   "runtime_s": result.record["runtime_s"], "status": result.record["status"]})
-            done[key] = {"error": result.error,
-                         "payload": None if result.error else json.loads(result.claims_path.read_text())}
-        outcome = done[key]
+                                   "runtime_s": outcome["runtime_s"], "status": outcome["status"]})
+            record["wall_s"] = smoke_pool.phase_wall_s()
+            record["workers"] = smoke_pool.workers
         assert outcome["error"] is None, f"{slug} on {model} failed: {outcome['error']}"
         payload = outcome["payload"]
         assert payload["slug"] == slug and payload["model"] == model and payload["claims"]
@@ -122,7 +148,7 @@ def smoke_run(warm_models, tmp_path_factory):
         assert all(c["verdict"] in VERDICTS for c in payload["claims"])
         return payload
 
-    return run_once
+    return outcome_of
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import nbformat
 import pytest
 
 from actlab import cli, runner
+from probe_notebook import write_probe_notebook
 
 PROBE_CELLS = [
     ("markdown", "# Probe paper\nA notebook used by the tests.", None),
@@ -20,16 +21,7 @@ PROBE_CELLS = [
 
 @pytest.fixture()
 def probe_dir(tmp_path, monkeypatch):
-    nb = nbformat.v4.new_notebook()
-    for kind, source, tags in PROBE_CELLS:
-        cell = nbformat.v4.new_code_cell(source) if kind == "code" else nbformat.v4.new_markdown_cell(source)
-        if tags:
-            cell.metadata["tags"] = tags
-        nb.cells.append(cell)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebooks = tmp_path / "notebooks"
-    notebooks.mkdir()
-    nbformat.write(nb, notebooks / "probe.ipynb")
+    notebooks = write_probe_notebook(tmp_path, PROBE_CELLS)
     monkeypatch.setenv("ACTLAB_NOTEBOOKS", str(notebooks))
     return tmp_path
 

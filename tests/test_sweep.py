@@ -5,13 +5,13 @@ import io
 import os
 import stat
 
-import nbformat
 import pandas as pd
 import pytest
 
 from actlab import cli, sweep
 from actlab.claims import CLAIMS_MIME
 from actlab.sweep import RUNTIME_COLUMNS
+from probe_notebook import write_probe_notebook
 
 # `model` goes into a claim's measured column, so the table shows which model each point was given;
 # `scale='oops'` makes the point fail with a TypeError. The claims table is displayed as the raw MIME
@@ -37,20 +37,6 @@ PROBE_CELLS = [
 ]
 
 
-def _write_probe(root):
-    nb = nbformat.v4.new_notebook()
-    for kind, source, tags in PROBE_CELLS:
-        cell = nbformat.v4.new_code_cell(source) if kind == "code" else nbformat.v4.new_markdown_cell(source)
-        if tags:
-            cell.metadata["tags"] = tags
-        nb.cells.append(cell)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebooks = root / "notebooks"
-    notebooks.mkdir(exist_ok=True)
-    nbformat.write(nb, notebooks / "probe.ipynb")
-    return notebooks
-
-
 def _probe_env(monkeypatch, notebooks):
     # Set in os.environ, so pool workers and submitit's subprocesses inherit them; monkeypatch undoes it.
     monkeypatch.setenv("ACTLAB_NOTEBOOKS", str(notebooks))
@@ -60,7 +46,7 @@ def _probe_env(monkeypatch, notebooks):
 
 @pytest.fixture()
 def probe_dir(tmp_path, monkeypatch):
-    _probe_env(monkeypatch, _write_probe(tmp_path))
+    _probe_env(monkeypatch, write_probe_notebook(tmp_path, PROBE_CELLS))
     return tmp_path
 
 
@@ -69,7 +55,7 @@ def shared_probe_dir(tmp_path_factory):
     """A probe notebook for the module: the 2x2 local sweep runs once and two tests read it."""
     root = tmp_path_factory.mktemp("sweep")
     with pytest.MonkeyPatch.context() as monkeypatch:
-        _probe_env(monkeypatch, _write_probe(root))
+        _probe_env(monkeypatch, write_probe_notebook(root, PROBE_CELLS))
         yield root
 
 

@@ -211,8 +211,10 @@ def test_the_checker_reports_a_missing_figure_and_a_broken_link(built_site, brow
     scoreboard = site / "scoreboard.html"
     first_link = re.search(r'href="(papers/[^"#]+\.html#[^"]+)"', scoreboard.read_text()).group(1)
     scoreboard.write_text(scoreboard.read_text().replace(f'href="{first_link}"', 'href="papers/gone.html"', 1))
+    # The two damaged pages and one untouched paper page: the checker must report exactly the damage.
+    pages = [f"papers/{papers[0].name}", "scoreboard.html", f"papers/{papers[1].name}"]
     with sitecheck.serve(site) as base_url:
-        problems = sitecheck.check_site(browser, site, base_url)
+        problems = sitecheck.check_site(browser, site, base_url, pages)
     found = sorted((p.page, p.kind) for p in problems)
     assert found == sorted([(f"papers/{papers[0].name}", "figure missing"), ("scoreboard.html", "broken link")]), \
         "\n".join(map(str, problems))

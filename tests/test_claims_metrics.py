@@ -1,11 +1,12 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from actlab import claims as claims_lib
-from actlab import metrics
+from actlab import metrics, stats
 from actlab.claims import CLAIMS_MIME, Claims, verdict_of
 
 
@@ -15,6 +16,63 @@ def test_verdicts_are_derived_from_the_criterion():
     assert verdict_of(False, partially=True) == "partial"
     assert verdict_of(True, partially=True) == "reproduced"
     assert verdict_of(None) == "not_checkable"
+
+
+def test_a_failed_precondition_makes_a_check_inconclusive_and_says_which():
+    table = Claims("demo")
+    table.declare("C1", "SAE probes do not beat baselines", paper="AUC 0.80 vs 0.81", where="Fig. 3")
+    row = table.check("C1", measured="0.70 vs 0.71", criterion="SAE <= baseline", criterion_source="card",
+                      holds=True, requires={"SAE explained variance >= 0.80": 0.72 >= 0.80,
+                                            "baseline above chance": True})
+    assert row.verdict == "inconclusive" and table.verdict("C1") == "inconclusive"
+    assert row.reason == "precondition failed: SAE explained variance >= 0.80"
+    assert verdict_of(None, requires={"x": False}) == "not_checkable"   # nothing ran at all
+
+
+def test_partial_is_never_given_to_a_result_against_the_claim():
+    # The pattern a review found in several notebooks: "A beats B" fails, B is clearly ahead, and a side
+    # condition was offered as `partially`. With the comparison passed as `holds`, the direction wins.
+    rng = np.random.default_rng(0)
+    baseline = rng.normal(0.7, 0.05, size=64)
+    behind = stats.compare(baseline - 0.05 + rng.normal(0, 0.01, 64), baseline, names=("SAE probe", "baseline"))
+    assert behind.against
+    assert verdict_of(behind, partially=True) == "not_reproduced"
+    level = stats.compare(baseline + rng.normal(0, 0.05, 64), baseline)
+    assert not level.holds and not level.against
+    assert verdict_of(level, partially=True) == "partial"          # a weaker form, not the opposite
+    table = Claims("demo")
+    table.declare("C2", "the SAE probe beats the baseline", paper="+0.03 AUC", where="Table 1")
+    row = table.check("C2", measured=str(behind), criterion="interval of the gap above 0", criterion_source="card",
+                      holds=behind, partially=True)
+    assert row.verdict == "not_reproduced" and "opposite side" in row.reason
+
+
+def test_declared_claims_are_stated_once_and_checked_with_their_source():
+    table = Claims("demo")
+    table.declare("C1", "x grows", paper="2", where="Sec. 3")
+    with pytest.raises(ValueError, match="declared twice"):
+        table.declare("C1", "again", paper="2", where="Sec. 3")
+    with pytest.raises(TypeError, match="criterion_source"):
+        table.check("C1", measured="3", criterion="m > 1", holds=True)
+    with pytest.raises(ValueError, match="not repeated"):
+        table.check("C1", "x grows", measured="3", criterion="m > 1", criterion_source="card", holds=True)
+    with pytest.raises(ValueError, match="needs a reason"):
+        table.check("C1", measured="3", criterion="m > 1", criterion_source="ours", holds=True)
+    with pytest.raises(ValueError, match="one of"):
+        table.check("C1", measured="3", criterion="m > 1", criterion_source="paper", holds=True)
+    table.declare("C2", "y shrinks", paper="0.5", where="Fig. 2")
+    with pytest.raises(ValueError, match="never checked: C1, C2"):
+        table.show()
+    with pytest.raises(KeyError, match="not been checked"):
+        table.verdict("C1")
+    table.check("C1", measured="3", criterion="m > 1.5 (the card's 1 is met by chance here)",
+                criterion_source="ours", reason="the card's threshold is below the random baseline", holds=True)
+    table.not_checkable("C2", reason="needs a 70B model")
+    rows = table.to_dict()["claims"]
+    assert [list(r) for r in rows] == [list(claims_lib.CLAIM_FIELDS)] * 2
+    assert rows[0]["where"] == "Sec. 3" and rows[0]["criterion_source"] == "ours" and rows[0]["reason"]
+    assert rows[1]["verdict"] == "not_checkable" and rows[1]["reason"] == "needs a 70B model"
+    assert "[ours]" in table.to_markdown() and "source: ours" in table.to_html() and "Sec. 3" in table.to_html()
 
 
 def test_claims_render_and_round_trip_through_a_notebook_output():

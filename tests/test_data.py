@@ -77,3 +77,18 @@ def test_missing_dataset_offline_says_how_to_fix(tmp_path, monkeypatch):
 def test_unknown_dataset_lists_the_registry():
     with pytest.raises(DataError, match="wikitext-2"):
         data.path("no-such-dataset", "x.txt")
+
+
+@pytest.mark.skipif(not MIRROR, reason="needs ACTLAB_DATA_DIR (the offline mirror)")
+def test_training_prose_mixes_three_corpora_and_never_holds_the_heldout_split():
+    train = data.english_prose("train")
+    heldout = data.english_prose("heldout")
+    reviews = data.zip_texts("movie-reviews", "movie_reviews.zip", prefix="movie_reviews/")
+    speeches = data.zip_texts("state-union", "state_union.zip", prefix="state_union/", encoding="latin-1")
+    assert len(reviews) == 2000 and len(speeches) == 65
+    assert len(train) == len(data.wikitext_documents("valid")) + 2000 + 65
+    assert sum(len(doc.split()) for doc in train) > 1_500_000
+    assert not set(heldout) & set(train)
+    assert heldout == data.wikitext_documents("test")
+    with pytest.raises(ValueError, match="train"):
+        data.english_prose("test")

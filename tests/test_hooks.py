@@ -155,3 +155,45 @@ def test_an_edit_returning_none_observes_without_changing(model):
     with hooks.patch(model, {"mlp_out.1": lambda value: seen.append(value.abs().max()) or None}):
         observed = model(input_ids=ids).logits
     assert torch.equal(clean, observed) and len(seen) == 1
+
+
+@pytest.mark.parametrize("site", ["resid_pre.0", "resid_post.0", "resid_pre.2", "resid_post.2"])
+def test_run_from_a_residual_equals_the_full_pass(model, site):
+    ids = tiny_inputs(seq=9)
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0                                           # a padded row: the model's own mask must still apply
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask).logits
+        resid = hooks.run_with_cache(model, site, input_ids=ids, attention_mask=mask)[site]
+        resumed = hooks.run_from(model, site, resid, attention_mask=mask)
+    assert torch.allclose(resumed, full, atol=1e-5), (resumed - full).abs().max()
+    # An edited residual: the same as patching it in the full pass, and blocks below really are skipped.
+    shift = torch.randn(resid.shape[-1], generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), hooks.patch(model, {site: hooks.add_vector(shift)}):
+        patched = model(input_ids=ids, attention_mask=mask).logits
+    with torch.no_grad():
+        resumed_edit = hooks.run_from(model, site, resid + shift, attention_mask=mask)
+    assert torch.allclose(resumed_edit, patched, atol=1e-5)
+    assert type(hooks.decoder_layers(model)[0]).forward is hooks.decoder_layers(model)[0].forward.__func__
+
+
+def test_run_from_is_exact_across_gemma3_sliding_and_global_layers():
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=64,
+                           sliding_window=4, layer_types=["sliding_attention", "full_attention"] * 2)
+    cfg._attn_implementation = "eager"
+    model = AutoModelForCausalLM.from_config(cfg).eval()
+    ids = tiny_inputs(seq=20)                                 # much longer than the sliding window
+    with torch.no_grad():
+        full = model(input_ids=ids).logits
+        for site in ("resid_post.0", "resid_post.1", "resid_pre.3"):
+            resid = hooks.run_with_cache(model, site, input_ids=ids)[site]
+            assert torch.allclose(hooks.run_from(model, site, resid), full, atol=1e-5), site
+
+
+def test_run_from_rejects_other_sites(model):
+    with pytest.raises(UnknownSiteError, match="resid_pre.L or resid_post.L"):
+        hooks.run_from(model, "mlp_out.1", torch.zeros(1, 3, 32))

@@ -282,7 +282,8 @@ def _claims_table(entries: dict[str, dict], placed: list[tuple[dict, list[str]]]
                 cells = [
                     f'<a href="papers/{escape(slug)}.html" title="{escape(entry["title"])}">{escape(slug)}</a>',
                     f'<b>{escape(_field(claim, "id"))}</b> {escape(_field(claim, "claim"))}',
-                    escape(_field(claim, "paper")),
+                    escape(_field(claim, "paper")) + (f'<div class="where">{escape(str(claim["where"]))}</div>'
+                                                      if claim.get("where") else ""),
                     escape(_measured(claim)),
                     escape(_field(claim, "criterion")),
                     escape(_field(claim, "criterion_source")),

@@ -137,6 +137,12 @@ def read_jsonl(dataset: str, name: str) -> list[dict]:
     return [json.loads(line) for line in read_text(dataset, name).splitlines() if line.strip()]
 
 
+def _untokenize(text: str) -> str:
+    """Moses-style spacing around punctuation back to ordinary prose."""
+    text = re.sub(r" ([,.;:!?)\]]|'s|n't|'re|'ve|'ll|'d|'m)(?=\s|$)", r"\1", text)
+    return re.sub(r"([(\[]) ", r"\1", text)
+
+
 def wikitext_documents(split: str = "test") -> list[str]:
     """WikiText-2 (word-level release) as articles, with the tokenisation markers undone.
 
@@ -147,9 +153,7 @@ def wikitext_documents(split: str = "test") -> list[str]:
     text = read_text("wikitext-2", f"{'valid' if split == 'valid' else 'test'}.txt")
     for marker, plain in ((" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" <unk>", ""), ("<unk>", "")):
         text = text.replace(marker, plain)
-    # Moses-style spacing around punctuation back to ordinary prose.
-    text = re.sub(r" ([,.;:!?)\]]|'s|n't|'re|'ve|'ll|'d|'m)(?=\s|$)", r"\1", text)
-    text = re.sub(r"([(\[]) ", r"\1", text)
+    text = _untokenize(text)
     documents: list[list[str]] = []
     for line in text.split("\n"):
         stripped = line.strip()
@@ -161,3 +165,40 @@ def wikitext_documents(split: str = "test") -> list[str]:
         if not stripped.startswith("="):
             documents[-1].append(stripped)
     return [" ".join(paragraphs) for paragraphs in documents if paragraphs]
+
+
+def zip_texts(dataset: str, name: str, prefix: str = "", encoding: str = "utf-8") -> dict[str, str]:
+    """The text members of a verified zip file (kept byte for byte in the mirror), by member name, sorted.
+
+    ``prefix`` keeps only members under that folder of the archive (``"movie_reviews/pos/"``);
+    folders and README files are left out.
+    """
+    import zipfile
+
+    with zipfile.ZipFile(path(dataset, name)) as archive:
+        members = sorted(m for m in archive.namelist()
+                         if m.startswith(prefix) and not m.endswith("/") and "README" not in m.upper())
+        return {m: archive.read(m).decode(encoding).replace("\r\n", "\n") for m in members}
+
+
+def english_prose(split: str = "train") -> list[str]:
+    """The collection's English prose, as documents, by split.
+
+    ``"train"``: WikiText-2 valid, the 2,000 movie reviews and the 65 State of the Union
+    addresses, the text shared artifacts (the standard SAEs) train on. ``"heldout"``:
+    WikiText-2 test, which no shared artifact trains on and notebooks evaluate on.
+    """
+    if split == "heldout":
+        return wikitext_documents("test")
+    if split != "train":
+        raise ValueError(f"split must be 'train' or 'heldout', not {split!r}")
+    reviews = zip_texts("movie-reviews", "movie_reviews.zip", prefix="movie_reviews/")
+    speeches = zip_texts("state-union", "state_union.zip", prefix="state_union/", encoding="latin-1")
+    # Interleave the sources so that any prefix of the stream mixes all three.
+    # The reviews are lower-cased and tokenised one sentence a line; they are rejoined as paragraphs.
+    sources = [wikitext_documents("valid"), [_untokenize(" ".join(r.split())) for r in reviews.values()],
+               [" ".join(s.split()) for s in speeches.values()]]
+    mixed: list[str] = []
+    for i in range(max(len(s) for s in sources)):
+        mixed += [s[i] for s in sources if i < len(s)]
+    return mixed

@@ -92,3 +92,60 @@ def ioi_prompts(
         text = TEMPLATES[template].format(A=first, B=second, S=s, place=place, object=obj)
         prompts.append(IOIPrompt(text, io, s, this_order, template, place, obj))
     return prompts
+
+
+@dataclass(frozen=True)
+class IOIBatch:
+    """IOI prompts tokenised for a model, with the positions and answer ids the circuit analyses use.
+
+    Every tensor has one row per prompt. Positions index ``input_ids`` (right padding):
+    ``io_pos`` and ``s1_pos`` are the two introduced names, ``s2_pos`` the repeated
+    subject, ``end`` the last token, whose logits predict the answer.
+    """
+
+    prompts: list[IOIPrompt]
+    input_ids: "torch.Tensor"
+    attention_mask: "torch.Tensor"
+    io_id: "torch.Tensor"
+    s_id: "torch.Tensor"
+    io_pos: "torch.Tensor"
+    s1_pos: "torch.Tensor"
+    s2_pos: "torch.Tensor"
+    end: "torch.Tensor"
+
+    def inputs(self) -> dict:
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
+
+    def logit_diff(self, logits: "torch.Tensor") -> "torch.Tensor":
+        """logit(IO) - logit(S) at the end position, per prompt (``logits``: the model's (batch, seq, vocab))."""
+        import torch
+
+        rows = torch.arange(len(self.prompts))
+        at_end = logits[rows, self.end].float()
+        return at_end[rows, self.io_id] - at_end[rows, self.s_id]
+
+
+def ioi_batch(lm, prompts: list[IOIPrompt]) -> IOIBatch:  # noqa: ANN001 - an actlab LanguageModel
+    """Tokenise ``prompts`` for ``lm`` and locate IO, S1, S2 and the end; names must be single tokens.
+
+    Raises when a name is not one token, or the subject does not occur exactly twice.
+    """
+    import torch
+
+    batch = lm.tokenize([p.prompt for p in prompts], padding_side="right")
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    io_id = torch.tensor([lm.token_id(p.answer) for p in prompts])
+    s_id = torch.tensor([lm.token_id(p.distractor) for p in prompts])
+    io_pos, s1_pos, s2_pos = [], [], []
+    for row, (p, io, s) in enumerate(zip(prompts, io_id.tolist(), s_id.tolist())):
+        real = ids[row, : int(mask[row].sum())]
+        where_s = (real == s).nonzero().flatten().tolist()
+        where_io = (real == io).nonzero().flatten().tolist()
+        if len(where_s) != 2 or len(where_io) != 1:
+            raise ValueError(f"prompt {row} ({p.prompt!r}): S must occur twice and IO once as tokens, found "
+                             f"S at {where_s} and IO at {where_io}")
+        io_pos.append(where_io[0])
+        s1_pos.append(where_s[0])
+        s2_pos.append(where_s[1])
+    return IOIBatch(list(prompts), ids, mask, io_id, s_id, torch.tensor(io_pos), torch.tensor(s1_pos),
+                    torch.tensor(s2_pos), mask.sum(1) - 1)

@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -156,6 +156,54 @@ def harvest(
             _atomic_save({"acts": torch.cat(parts).contiguous()}, result.shard_paths[shard_index])
     bar.close()
     return result
+
+
+@dataclass(frozen=True)
+class TextActivations:
+    """Activations of a list of texts, text by text, from :func:`per_text`."""
+
+    ids: list[list[int]]                  # token ids of each text as run (BOS first when the tokenizer has one)
+    tokens: dict[str, list[torch.Tensor]]  # site -> per text, (kept tokens of the text, ...site shape)
+    last: dict[str, torch.Tensor]          # site -> (n_texts, ...site shape), at each text's last token
+
+
+@torch.no_grad()
+def per_text(
+    lm: LanguageModel,
+    texts: Sequence[str],
+    sites: str | Sequence[str],
+    drop_first: bool = True,
+    max_tokens: int | None = None,
+    batch_size: int = 16,
+    dtype: torch.dtype = torch.float32,
+) -> TextActivations:
+    """Run each text on its own (BOS + its tokens, cut to ``max_tokens``) and keep its activations at ``sites``.
+
+    Texts of similar length are batched together with right padding; padding never reaches the
+    result. ``drop_first`` leaves position 0 out of ``tokens`` (as in :func:`harvest`); ``last``
+    is always the text's last real token.
+    """
+    names = [sites] if isinstance(sites, str) else list(sites)
+    bos = lm.tokenizer.bos_token_id
+    ids = [([bos] if bos is not None else []) + lm.tokenizer(t, add_special_tokens=False)["input_ids"][:max_tokens]
+           for t in texts]
+    first = 1 if drop_first else 0
+    if any(len(row) <= first for row in ids):
+        raise ActlabError("a text has no tokens left after dropping position 0: drop empty texts first")
+    tokens: dict[str, list[torch.Tensor | None]] = {name: [None] * len(ids) for name in names}
+    last: dict[str, list[torch.Tensor | None]] = {name: [None] * len(ids) for name in names}
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        batch = lm.pad([ids[i] for i in rows], side="right")
+        acts = run_with_cache(lm, names, **batch)
+        for name in names:
+            for r, i in enumerate(rows):
+                n = len(ids[i])
+                tokens[name][i] = acts[name][r, first:n].to("cpu", dtype)
+                last[name][i] = acts[name][r, n - 1].to("cpu", dtype)
+    return TextActivations(ids, {k: list(v) for k, v in tokens.items()},  # type: ignore[arg-type]
+                           {k: torch.stack(v) for k, v in last.items()})  # type: ignore[arg-type]
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], dest: Path) -> None:

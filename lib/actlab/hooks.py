@@ -377,3 +377,56 @@ def replace_with(fn_or_value: torch.Tensor | EditFn) -> EditFn:
 def zero_ablate() -> EditFn:
     """Edit that sets the value to zero."""
     return torch.zeros_like
+
+
+# --- running part of the model ---------------------------------------------------------------
+
+
+def _passthrough(hidden_states: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+    return hidden_states
+
+
+@contextmanager
+def _skipping(layers: Iterable[nn.Module]) -> Iterator[None]:
+    """Blocks that hand their input on unchanged (their hooks still fire), restored on exit."""
+    layers = list(layers)
+    for layer in layers:
+        layer.forward = _passthrough
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward   # back to the class's forward
+
+
+def run_from(
+    model: nn.Module,
+    site: str,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    edits: Mapping[str, EditFn] | None = None,
+) -> torch.Tensor:
+    """Logits of the model when the residual stream at ``site`` is ``value``, running only the blocks above it.
+
+    ``site`` is ``resid_pre.L`` (blocks L and up run) or ``resid_post.L`` (blocks above L run);
+    ``value`` is ``(batch, seq, d_model)``, e.g. a residual captured earlier and then edited.
+    The blocks below are skipped, not approximated: the model still builds its own position
+    embeddings and causal and sliding-window masks for a sequence of that length, so the
+    result equals the full forward pass with the residual replaced at ``site``. ``edits``
+    patches sites above it on the way (as :func:`patch` does).
+    """
+    hf_model = _unwrap(model)
+    kind, _, index = site.partition(".")
+    layers = decoder_layers(hf_model)
+    if kind not in ("resid_pre", "resid_post") or not index.isdigit() or int(index) >= len(layers):
+        raise UnknownSiteError(f"run_from starts at resid_pre.L or resid_post.L (0 <= L < {len(layers)}), not '{site}'")
+    start = int(index) + (kind == "resid_post")
+    if value.ndim != 3:
+        raise ValueError(f"value must be (batch, seq, d_model), got shape {tuple(value.shape)}")
+    dtype = next(hf_model.parameters()).dtype
+    # The embeddings of zeros never reach a block that runs: the residual is replaced at `site`.
+    embeds = torch.zeros(value.shape, dtype=dtype, device=value.device)
+    entry = f"resid_pre.{start}" if start == 0 else f"resid_post.{start - 1}"
+    with _skipping(layers[:start]), patch(hf_model, {entry: replace_with(value), **(edits or {})}):
+        output = hf_model(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False)
+    return output.logits

@@ -100,11 +100,33 @@ def ce_loss_recovered(clean_loss: float, patched_loss: float, ablated_loss: floa
     return (ablated_loss - patched_loss) / (ablated_loss - clean_loss)
 
 
+def keep_first_position(edit: EditFn) -> EditFn:
+    """The edit everywhere but position 0, which keeps its value.
+
+    Position 0 (BOS on most tokenizers) carries a residual many times the norm of the
+    others; an SAE trained without it, or a zero ablation there, would measure the
+    damage at that one position rather than at the site.
+    """
+
+    def edit_after_first(value: torch.Tensor) -> torch.Tensor:
+        edited = edit(value)
+        return torch.cat([value[:, :1], edited[:, 1:]], dim=1)
+
+    return edit_after_first
+
+
 def ce_loss_score(lm: LanguageModel, site: str, reconstruct: EditFn, input_ids: torch.Tensor,
-                  attention_mask: torch.Tensor | None = None, batch_size: int = 16) -> dict[str, float]:
-    """Clean, patched and zero-ablated losses at ``site`` on the same tokens, and the recovered fraction."""
+                  attention_mask: torch.Tensor | None = None, batch_size: int = 16, drop_first: bool = False
+                  ) -> dict[str, float]:
+    """Clean, patched and zero-ablated losses at ``site`` on the same tokens, and the recovered fraction.
+
+    ``drop_first=True`` leaves position 0 unpatched in both the reconstruction and the
+    ablation: the setting for an SAE trained with the harvester's ``drop_first``. The
+    default patches every position, as this function always has.
+    """
+    wrap = keep_first_position if drop_first else (lambda edit: edit)
     clean = next_token_loss(lm, input_ids, attention_mask, batch_size=batch_size)
-    patched = next_token_loss(lm, input_ids, attention_mask, {site: reconstruct}, batch_size=batch_size)
-    ablated = next_token_loss(lm, input_ids, attention_mask, {site: zero_ablate()}, batch_size=batch_size)
+    patched = next_token_loss(lm, input_ids, attention_mask, {site: wrap(reconstruct)}, batch_size=batch_size)
+    ablated = next_token_loss(lm, input_ids, attention_mask, {site: wrap(zero_ablate())}, batch_size=batch_size)
     return {"clean_loss": clean, "patched_loss": patched, "ablated_loss": ablated,
             "ce_loss_recovered": ce_loss_recovered(clean, patched, ablated)}

@@ -122,6 +122,12 @@ class LanguageModel:
         return int(getattr(cfg, "num_attention_heads", None) or cfg.n_head)
 
     @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads (fewer than ``n_heads`` under grouped-query attention)."""
+        cfg = self.text_config
+        return int(getattr(cfg, "num_key_value_heads", None) or self.n_heads)
+
+    @property
     def d_head(self) -> int:
         return int(getattr(self.text_config, "head_dim", None) or self.d_model // self.n_heads)
 
@@ -174,18 +180,55 @@ class LanguageModel:
         padding_side: str = "right",
         add_special_tokens: bool = True,
     ) -> dict[str, torch.Tensor]:
-        """Tokenize a batch with padding (and truncation when ``max_length`` is given)."""
-        tok = self.tokenizer
-        tok.padding_side = padding_side
-        batch = tok(
+        """Tokenize a batch with padding (and truncation when ``max_length`` is given).
+
+        ``padding_side`` applies to this call only; the shared tokenizer is left as it was.
+        """
+        batch = self.tokenizer(
             [texts] if isinstance(texts, str) else list(texts),
             return_tensors="pt",
             padding=True,
+            padding_side=padding_side,
             truncation=max_length is not None,
             max_length=max_length,
             add_special_tokens=add_special_tokens,
         )
         return {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+
+    @property
+    def pad_token_id(self) -> int:
+        """The id used for padding: the tokenizer's pad token, else its end-of-sequence token."""
+        tok = self.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        if pad is None:
+            raise ValueError(f"the tokenizer of '{self.name}' has neither a pad nor an end-of-sequence token")
+        return int(pad)
+
+    def pad(self, id_lists: Sequence[Sequence[int]], side: str = "right") -> dict[str, torch.Tensor]:
+        """Pad lists of token ids of different lengths into ``input_ids`` and ``attention_mask``.
+
+        ``side="left"`` puts the padding first (for generation, so every row ends at the last column).
+        """
+        if side not in ("left", "right"):
+            raise ValueError(f"side must be 'left' or 'right', not {side!r}")
+        if not id_lists:
+            raise ValueError("nothing to pad: the list of id lists is empty")
+        width = max(len(ids) for ids in id_lists)
+        input_ids = torch.full((len(id_lists), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(id_lists), width), dtype=torch.long)
+        for row, ids in enumerate(id_lists):
+            span = slice(width - len(ids), width) if side == "left" else slice(0, len(ids))
+            input_ids[row, span] = torch.as_tensor(list(ids), dtype=torch.long)
+            mask[row, span] = 1
+        return {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
+
+    def token_id(self, text: str) -> int:
+        """The id of a text that is exactly one token (``" word"`` with its leading space); else an error."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            pieces = [self.tokenizer.decode([i]) for i in ids]
+            raise ValueError(f"{text!r} is {len(ids)} tokens for {self.name} ({pieces}), not one")
+        return int(ids[0])
 
     def describe(self) -> str:
         return (

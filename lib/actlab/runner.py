@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 
 from . import __version__
-from .claims import claims_from_notebook
+from .claims import CLAIM_FIELDS, claims_from_notebook
 from .errors import ActlabError, UnknownParameterError
 from .models import DEFAULT_MODEL, check_model_name
 from .seeding import THREADS_ENV, _usable_cores
@@ -28,7 +28,6 @@ from .seeding import THREADS_ENV, _usable_cores
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROFILES = ("smoke", "default")
 KERNEL_NAME = "actlab-python"
-CLAIM_FIELDS = ("id", "claim", "paper", "measured", "criterion", "criterion_source", "verdict", "reason")
 # Smoke-run times measured by the test session, read by the cost model, `make bench` and the book.
 SMOKE_TIMES_ENV = "ACTLAB_SMOKE_TIMES"
 

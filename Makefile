@@ -20,7 +20,7 @@ JSCPD := jscpd@4.3.0
 TOOL_PACKAGES := cffconvert==2.0.0
 export HF_HUB_DISABLE_PROGRESS_BARS := 1
 
-.PHONY: setup run test test-all book bench notebooks clean
+.PHONY: setup run test test-all book bench notebooks artifacts clean
 
 setup: $(STAMP)
 
@@ -50,6 +50,10 @@ bench: setup
 	$(BIN)/python benchmarks/bench.py
 
 # Re-execute every notebook in the default profile and commit-ready write its outputs back.
+# The shared artifacts (the standard SAEs of both offline models), built once into the actlab cache.
+artifacts: setup
+	$(BIN)/actlab artifacts build
+
 notebooks: setup
 	for nb in notebooks/*.ipynb; do $(BIN)/actlab run $$(basename $$nb .ipynb) --profile default --in-place || exit 1; done
 

@@ -122,3 +122,9 @@ def test_run_records_the_source_hash_and_staleness_follows_edits(probe_dir):
     assert runner.source_status(executed) == "stale"
     del executed.metadata["actlab"]["source_sha256"]
     assert runner.source_status(executed) == "not_recorded"
+
+
+def test_artifacts_list_on_an_empty_cache_says_how_to_build(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ACTLAB_CACHE_DIR", str(tmp_path / "cache"))
+    assert cli.main(["artifacts", "list"]) == 0
+    assert "actlab artifacts build" in capsys.readouterr().out

@@ -138,3 +138,75 @@ def test_cache_key_does_not_depend_on_int_or_float_spelling():
     b = SAEConfig(d_in=16, d_sae=64, epochs=2.0)
     assert sae_lib.cache_key("m", "s", a, "h") == sae_lib.cache_key("m", "s", b, "h")
     assert sae_lib.cache_key("m", "s", a, "h") != sae_lib.cache_key("m", "s", SAEConfig(d_in=16, d_sae=64, epochs=3), "h")
+
+
+def _identity_sae(d):
+    """An SAE that reconstructs exactly: atoms +e_i and -e_i, k = d keeps every positive part."""
+    from actlab.sae import SAEConfig, SparseAutoencoder
+
+    sae = SparseAutoencoder(SAEConfig(d_in=d, d_sae=2 * d, k=d))
+    basis = torch.cat([torch.eye(d), -torch.eye(d)])
+    with torch.no_grad():
+        sae.W_dec.copy_(basis)
+        sae.W_enc.copy_(basis.T)
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+    return sae
+
+
+def test_core_metrics_of_an_exact_sae_and_of_a_useless_one():
+    from actlab.sae import core_metrics
+    from tiny_models import tiny_lm
+
+    lm = tiny_lm("llama")
+    windows = torch.randint(4, len(lm.tokenizer), (6, 12), generator=torch.Generator().manual_seed(0))
+    exact = core_metrics(lm, _identity_sae(lm.d_model), "resid_post.1", windows, batch_size=4)
+    assert exact["reconstruction_quality"]["explained_variance"] == pytest.approx(1.0, abs=1e-5)
+    assert exact["reconstruction_quality"]["cossim"] == pytest.approx(1.0, abs=1e-5)
+    assert exact["model_performance_preservation"]["ce_loss_score"] == pytest.approx(1.0, abs=1e-4)
+    assert exact["model_behavior_preservation"]["kl_div_score"] == pytest.approx(1.0, abs=1e-4)
+    assert exact["shrinkage"]["l2_ratio"] == pytest.approx(1.0, abs=1e-5)
+    assert exact["sparsity"]["l0"] <= lm.d_model and exact["misc_metrics"]["frac_alive"] > 0.9
+    assert exact["token_stats"]["total_tokens_eval_reconstruction"] == 6 * 11     # position 0 left out
+    # Only the +e_0 / -e_0 atoms: the reconstruction keeps one coordinate of d.
+    narrow = _identity_sae(lm.d_model)
+    with torch.no_grad():
+        narrow.W_enc[:, [i for i in range(2 * lm.d_model) if i % lm.d_model != 0]] = 0
+        narrow.b_enc.fill_(-1e-6)
+    poor = core_metrics(lm, narrow, "resid_post.1", windows, batch_size=4)
+    assert poor["reconstruction_quality"]["explained_variance"] < 0.3
+    assert poor["model_performance_preservation"]["ce_loss_score"] < exact["model_performance_preservation"]["ce_loss_score"]
+    assert poor["misc_metrics"]["frac_alive"] <= 2 / (2 * lm.d_model) + 1e-9
+
+
+def test_training_resumes_from_its_checkpoint_to_the_same_sae(tmp_path):
+    from actlab.sae import SAEConfig, train_sae
+
+    x = torch.randn(4096, 16, generator=torch.Generator().manual_seed(0))
+    cfg = SAEConfig(d_in=16, d_sae=64, k=4, batch_size=256, epochs=2.0, seed=1)
+    whole, _ = train_sae(x, cfg, progress=False)
+    checkpoint = tmp_path / "state.pt"
+
+    class Interrupt(Exception):
+        pass
+
+    import actlab.sae as sae_module
+    real_save = sae_module._atomic_torch_save
+    calls = []
+
+    def save_then_stop(state, dest):
+        real_save(state, dest)
+        calls.append(state["step"])
+        if len(calls) == 2:
+            raise Interrupt
+
+    sae_module._atomic_torch_save = save_then_stop
+    try:
+        with pytest.raises(Interrupt):
+            train_sae(x, cfg, progress=False, checkpoint=checkpoint, checkpoint_every=5)
+    finally:
+        sae_module._atomic_torch_save = real_save
+    assert checkpoint.exists() and calls == [5, 10]
+    resumed, log = train_sae(x, cfg, progress=False, checkpoint=checkpoint, checkpoint_every=5)
+    for name, tensor in whole.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], tensor, rtol=0, atol=0)

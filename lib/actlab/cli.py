@@ -69,6 +69,27 @@ def _cmd_book(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_artifacts(args: argparse.Namespace) -> int:
+    from . import artifacts
+
+    if args.action == "list":
+        print(artifacts.format_cached(artifacts.cached()))
+        return 0
+    import time
+
+    started = time.perf_counter()
+    records = artifacts.build([args.model] if args.model else None, args.site, progress=not args.quiet)
+    for record in records:
+        core = record["core_metrics"]
+        state = "from the cache" if record["cache_hit"] else "built"
+        print(f"{record['model']} {record['site']}: {state}; explained variance "
+              f"{core['reconstruction_quality']['explained_variance']:.3f}, CE loss score "
+              f"{core['model_performance_preservation']['ce_loss_score']:.3f}, alive "
+              f"{core['misc_metrics']['frac_alive']:.3f}, L0 {core['sparsity']['l0']:.1f}")
+    print(f"{time.perf_counter() - started:.0f} s")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="actlab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     slurm.add_argument("--array-parallelism", type=int, default=None, metavar="N",
                        help="Slurm: at most N points at once (default: all)")
     sweep.set_defaults(func=_cmd_sweep)
+
+    art = sub.add_parser("artifacts", help="build or list the shared artifacts (the standard SAEs)")
+    art.add_argument("action", choices=["build", "list"])
+    art.add_argument("--model", help="one model (default: every offline model)")
+    art.add_argument("--site", help="one site (default: the middle layer's resid_post)")
+    art.add_argument("--quiet", action="store_true", help="no progress bars")
+    art.set_defaults(func=_cmd_artifacts)
 
     book = sub.add_parser("book", help="build the Jupyter Book from the committed notebooks")
     book.add_argument("--book-dir", default=None)

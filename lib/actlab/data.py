@@ -188,8 +188,13 @@ def english_prose(split: str = "train") -> list[str]:
     addresses, the text shared artifacts (the standard SAEs) train on. ``"heldout"``:
     WikiText-2 test, which no shared artifact trains on and notebooks evaluate on.
     """
+    return list(_english_prose(split))
+
+
+@lru_cache(maxsize=2)
+def _english_prose(split: str) -> tuple[str, ...]:
     if split == "heldout":
-        return wikitext_documents("test")
+        return tuple(wikitext_documents("test"))
     if split != "train":
         raise ValueError(f"split must be 'train' or 'heldout', not {split!r}")
     reviews = zip_texts("movie-reviews", "movie_reviews.zip", prefix="movie_reviews/")
@@ -201,4 +206,4 @@ def english_prose(split: str = "train") -> list[str]:
     mixed: list[str] = []
     for i in range(max(len(s) for s in sources)):
         mixed += [s[i] for s in sources if i < len(s)]
-    return mixed
+    return tuple(mixed)

@@ -7,6 +7,7 @@ again skips them and ends with exactly the activations of an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -88,10 +89,13 @@ class Harvest:
         return load_file(self.directory / "tokens.safetensors")["token_ids"]
 
 
-def _fingerprint(lm: LanguageModel, windows: torch.Tensor, site: str, drop_first: bool, dtype: torch.dtype) -> str:
+def _fingerprint(lm: LanguageModel, windows: torch.Tensor, site: str, drop_first: bool, dtype: torch.dtype,
+                 compute_dtype: torch.dtype | None = None) -> str:
     digest = hashlib.sha256()
     digest.update(windows.numpy().tobytes())
     digest.update(f"{lm.name}|{lm.source}|{site}|{drop_first}|{dtype}".encode())
+    if compute_dtype is not None:  # absent from the key of an fp32 harvest, so older caches stay valid
+        digest.update(f"|compute={compute_dtype}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -105,6 +109,7 @@ def harvest(
     drop_first: bool = True,
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
+    compute_dtype: torch.dtype | None = None,
 ) -> Harvest:
     """Run ``lm`` over ``windows`` (``(n, seq_len)`` token ids) and store ``site`` activations.
 
@@ -112,9 +117,13 @@ def harvest(
     10-100x the others). The forward pass stops after the site, so a middle
     layer costs only the layers below it. ``out_dir`` defaults to a directory
     in the cache named by a fingerprint of model, site and tokens; reusing a
-    directory with a different fingerprint is refused.
+    directory with a different fingerprint is refused. ``compute_dtype=torch.bfloat16``
+    runs the forward pass under bf16 autocast: matrix products in bf16, which is faster only
+    on CPUs with AMX (on an AVX-512 CPU without it, SmolLM2's harvest at ``resid_post.15``
+    measured 962 tokens/s against 1,622 in fp32), and activations that differ from fp32 by
+    0.7 % of their norm at the median (1.6 % at the 99th percentile).
     """
-    fingerprint = _fingerprint(lm, windows, site, drop_first, dtype)
+    fingerprint = _fingerprint(lm, windows, site, drop_first, dtype, compute_dtype)
     directory = Path(out_dir) if out_dir is not None else cache_dir() / "harvest" / fingerprint
     directory.mkdir(parents=True, exist_ok=True)
     n_windows, seq_len = windows.shape
@@ -124,7 +133,7 @@ def harvest(
         "fingerprint": fingerprint, "model": lm.name, "site": site, "seq_len": seq_len,
         "n_windows": n_windows, "windows_per_shard": windows_per_shard, "n_shards": n_shards,
         "drop_first": drop_first, "dtype": str(dtype), "d_model": lm.d_model,
-        "n_tokens": n_windows * kept_per_window,
+        "n_tokens": n_windows * kept_per_window, "compute_dtype": str(compute_dtype or lm.dtype),
     }
     meta_path = directory / "meta.json"
     if meta_path.exists():
@@ -144,7 +153,9 @@ def harvest(
     todo = [i for i, p in enumerate(result.shard_paths) if not p.exists()]
     bar = tqdm(total=n_windows * seq_len, unit="tok", unit_scale=True, desc=f"harvest {site}",
                disable=not progress, initial=(n_shards - len(todo)) * windows_per_shard * seq_len)
-    with torch.inference_mode():
+    autocast = (torch.autocast("cpu", dtype=compute_dtype) if compute_dtype not in (None, torch.float32)
+                else contextlib.nullcontext())
+    with torch.inference_mode(), autocast:
         for shard_index in todo:
             rows = windows[shard_index * windows_per_shard:(shard_index + 1) * windows_per_shard]
             parts = []

@@ -154,6 +154,8 @@ def train_sae(
     cfg: SAEConfig,
     progress: bool = True,
     log_every: int = 10,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 200,
 ) -> tuple[SparseAutoencoder, TrainLog]:
     """Train an SAE on ``activations`` (``(n_tokens, d_in)``, float32) with Adam.
 
@@ -161,6 +163,11 @@ def train_sae(
     norm (the gradient component along each row is removed before the step),
     and the learning rate warms up linearly. Batches are a seeded shuffle, so
     the same inputs and config give the same SAE on the same machine.
+
+    With ``checkpoint`` (a file path), the whole training state is saved there every
+    ``checkpoint_every`` steps and training resumes from it when it exists: an
+    interrupted build continues where it stopped and ends with the SAE an
+    uninterrupted one would give.
     """
     if activations.ndim != 2 or activations.shape[1] != cfg.d_in:
         raise ActlabError(f"activations must be (n_tokens, {cfg.d_in}), got {tuple(activations.shape)}")
@@ -179,9 +186,18 @@ def train_sae(
     tokens_since_fired = torch.zeros(cfg.d_sae, dtype=torch.long)
     log = TrainLog()
     order = torch.randperm(n, generator=generator)
-    cursor = 0
-    started = time.perf_counter()
-    bar = tqdm(range(total_steps), desc=f"train {cfg.kind} SAE", unit="step", disable=not progress)
+    cursor, first_step = 0, 0
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = torch.load(checkpoint, weights_only=False)
+        sae.load_state_dict(state["sae"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        order, cursor, first_step = state["order"], state["cursor"], state["step"]
+        tokens_since_fired, log = state["tokens_since_fired"], state["log"]
+    started = time.perf_counter() - log.seconds
+    bar = tqdm(range(first_step, total_steps), desc=f"train {cfg.kind} SAE", unit="step", disable=not progress,
+               initial=first_step, total=total_steps)
     for step in bar:
         if cursor + cfg.batch_size > n:
             order, cursor = torch.randperm(n, generator=generator), 0
@@ -215,11 +231,29 @@ def train_sae(
             log.l0.append(l0)
             log.dead_fraction.append(float(dead.float().mean()))
             bar.set_postfix(fvu=f"{fvu:.3f}", l0=f"{l0:.1f}")
+        if checkpoint is not None and (step + 1) % checkpoint_every == 0 and step + 1 < total_steps:
+            log.seconds = time.perf_counter() - started
+            _atomic_torch_save({"sae": sae.state_dict(), "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                                "order": order, "cursor": cursor, "step": step + 1,
+                                "tokens_since_fired": tokens_since_fired, "log": log}, Path(checkpoint))
     log.tokens = total_steps * cfg.batch_size
     log.seconds = time.perf_counter() - started
     sae.eval()
     sae.requires_grad_(False)
     return sae, log
+
+
+def _atomic_torch_save(state: dict, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=".pt")
+    os.close(handle)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def dead_mask(tokens_since_fired: torch.Tensor, cfg: SAEConfig) -> torch.Tensor:
@@ -348,12 +382,13 @@ def cached_sae(
     """
     data_hash = data_hash or tensor_fingerprint(activations)
     key = cache_key(model, site, cfg, data_hash)
-    directory = cache_dir() / "saes" / f"{model.replace('/', '--')}--{site}--{key}"
+    directory = sae_directory(model, site, key)
     record_path = directory / "actlab.json"
     if record_path.exists():
         record = json.loads(record_path.read_text())
         return SparseAutoencoder.load(directory), {**record, "cache_hit": True}
-    sae, log = train_sae(activations, cfg, progress=progress)
+    checkpoint = directory.parent / f".{directory.name}.checkpoint.pt"
+    sae, log = train_sae(activations, cfg, progress=progress, checkpoint=checkpoint)
     record = {"model": model, "site": site, "cfg": asdict(cfg), "data_hash": data_hash, "key": key,
               "train_tokens": log.tokens, "train_seconds": log.seconds, "final_fvu": log.fvu[-1]}
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -367,36 +402,156 @@ def cached_sae(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+    checkpoint.unlink(missing_ok=True)
     return sae, {**record, "cache_hit": False}
+
+
+def sae_directory(model: str, site: str, key: str) -> Path:
+    """Where the cache keeps the SAE of a model, site and recipe key."""
+    return cache_dir() / "saes" / f"{model.replace('/', '--')}--{site}--{key}"
+
+
+#: Training tokens of a full standard SAE (2^20), and the held-out windows its core metrics read.
+STANDARD_TOKENS = 1_048_576
+STANDARD_EVAL_WINDOWS = 64
+CORE_METRICS_FILE = "core_metrics.json"
 
 
 def standard_sae(
     lm: LanguageModel,
     site: str | None = None,
-    n_tokens: int = 100_000,
+    n_tokens: int = STANDARD_TOKENS,
     expansion: int = 8,
     k: int = 32,
     epochs: float = 2.0,
     seq_len: int = 128,
     seed: int = 0,
     progress: bool = True,
+    compute_dtype: torch.dtype | None = None,
+    eval_windows: int | None = None,
 ) -> tuple[SparseAutoencoder, dict]:
     """The collection's shared TopK SAE for a model and site, trained once and then read from the cache.
 
-    Recipe: residual activations over WikiText-2 (test split, articles joined,
-    windows of ``seq_len`` tokens starting with BOS, position 0 dropped),
-    ``expansion x d_model`` latents, TopK with ``k``, Adam at 4e-4, batch 1,024.
-    Notebooks that ask for the same model, site and arguments share one SAE; any
-    other argument is another cache entry. ``site`` defaults to the middle layer's
-    ``resid_post``. The record says whether it was a cache hit.
+    Data: ``data.english_prose("train")`` (WikiText-2 valid, movie reviews, State of the
+    Union addresses) cut into windows of ``seq_len`` tokens starting with BOS, position 0
+    dropped, harvested in the model's precision (``compute_dtype=torch.bfloat16`` harvests
+    under bf16 autocast, which pays only on CPUs with AMX). Never WikiText-2 test, which is held out: the SAE's core metrics
+    (:func:`core_metrics`, SAEBench's names) are measured there on ``eval_windows``
+    windows and stored beside the weights as ``core_metrics.json``. Recipe:
+    ``expansion x d_model`` latents, TopK with ``k``, AuxK, Adam at 4e-4 with warm-up,
+    batch 1,024, decoder bias started at the data mean. Notebooks asking for the same
+    model, site and arguments share one SAE; any other argument is another cache entry.
+    ``site`` defaults to the middle layer's ``resid_post``. The record says whether it was
+    a cache hit and carries the core metrics.
     """
     from . import data
     from .harvest import harvest, token_windows
 
     site = site or f"resid_post.{lm.n_layers // 2}"
     n_windows = -(-n_tokens // (seq_len - 1))
-    windows = token_windows(lm, data.wikitext_documents("test"), seq_len, n_windows)
-    stored = harvest(lm, windows, site, progress=progress)
+    if progress:
+        print(f"standard SAE for {lm.name} {site}: {n_tokens:,} training tokens "
+              "(built once, then read from the cache)")
+    windows = token_windows(lm, data.english_prose("train"), seq_len, n_windows)
+    stored = harvest(lm, windows, site, progress=progress, compute_dtype=compute_dtype)
     cfg = SAEConfig(d_in=lm.d_model, d_sae=expansion * lm.d_model, kind="topk", k=k, epochs=epochs, seed=seed)
-    return cached_sae(stored.load(), cfg, model=lm.name, site=site, data_hash=stored.meta["fingerprint"],
-                      progress=progress)
+    sae, record = cached_sae(stored.load(), cfg, model=lm.name, site=site, data_hash=stored.meta["fingerprint"],
+                             progress=progress)
+    core_path = sae_directory(lm.name, site, record["key"]) / CORE_METRICS_FILE
+    if core_path.exists():
+        core = json.loads(core_path.read_text())
+    else:
+        n_eval = eval_windows or min(STANDARD_EVAL_WINDOWS, max(4, n_tokens // 16_384))
+        heldout = token_windows(lm, data.english_prose("heldout"), seq_len, n_eval)
+        core = {"eval_config": {"dataset": "wikitext-2 test", "n_windows": n_eval, "context_size": seq_len,
+                                "drop_first": True},
+                "eval_result_metrics": core_metrics(lm, sae, site, heldout)}
+        tmp = core_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(core, indent=1))
+        os.replace(tmp, core_path)
+    return sae, {**record, "core_metrics": core["eval_result_metrics"], "training_data": "english_prose train",
+                 "harvest_compute_dtype": str(compute_dtype)}
+
+
+# --- quality on held-out text, in SAEBench's "core" terms ----------------------------------------
+
+
+@torch.no_grad()
+def core_metrics(lm: LanguageModel, sae: SparseAutoencoder, site: str, windows: torch.Tensor,
+                 batch_size: int = 8, drop_first: bool = True) -> dict[str, dict[str, float]]:
+    """Evaluate ``sae`` at ``site`` on token ``windows`` (held-out text), with SAEBench core's field names.
+
+    Reconstruction and sparsity are measured on the site's activations; the CE loss and
+    KL scores splice the reconstruction into the forward pass. With ``drop_first``
+    (the harvester's default, how the standard SAEs are trained) position 0 is neither
+    measured nor patched. Scores: ``ce_loss_score = (CE_ablation - CE_sae) / (CE_ablation -
+    CE_clean)`` with zero ablation, ``kl_div_score = 1 - KL_sae / KL_ablation``.
+    """
+    from .hooks import patch, run_with_cache, zero_ablate
+    from .metrics import keep_first_position, token_losses
+
+    first = 1 if drop_first else 0
+    wrap = keep_first_position if drop_first else (lambda edit: edit)
+    sums = {"sq_err": 0.0, "sq_dev": 0.0, "cos": 0.0, "l0": 0.0, "l1": 0.0, "norm_in": 0.0, "norm_out": 0.0,
+            "dot": 0.0, "sq_out": 0.0, "ce_clean": 0.0, "ce_sae": 0.0, "ce_zero": 0.0, "kl_sae": 0.0,
+            "kl_zero": 0.0}
+    n_tokens, n_loss = 0, 0
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+    # Pass 1: the mean activation, for explained variance about the mean.
+    total, count = torch.zeros(sae.cfg.d_in, dtype=torch.float64), 0
+    for start in range(0, len(windows), batch_size):
+        acts = run_with_cache(lm, site, input_ids=windows[start:start + batch_size])[site][:, first:]
+        total += acts.reshape(-1, acts.shape[-1]).double().sum(0)
+        count += acts.shape[0] * acts.shape[1]
+    mean = (total / count).float()
+    reconstruct = wrap(lambda value: sae(value.float()).to(value.dtype))
+    for start in range(0, len(windows), batch_size):
+        ids = windows[start:start + batch_size]
+        clean_logits = lm.model(input_ids=ids, use_cache=False).logits
+        x = run_with_cache(lm, site, input_ids=ids)[site][:, first:].reshape(-1, sae.cfg.d_in).float()
+        z = sae.encode(x)
+        x_hat = sae.decode(z)
+        sums["sq_err"] += (x - x_hat).pow(2).sum().item()
+        sums["sq_dev"] += (x - mean).pow(2).sum().item()
+        sums["cos"] += F.cosine_similarity(x, x_hat, dim=-1).sum().item()
+        sums["l0"] += (z > 0).sum().item()
+        sums["l1"] += z.abs().sum().item()
+        sums["norm_in"] += x.norm(dim=-1).sum().item()
+        sums["norm_out"] += x_hat.norm(dim=-1).sum().item()
+        sums["dot"] += (x * x_hat).sum().item()
+        sums["sq_out"] += x_hat.pow(2).sum().item()
+        fired |= (z > 0).any(0)
+        n_tokens += x.shape[0]
+        with patch(lm, {site: reconstruct}):
+            sae_logits = lm.model(input_ids=ids, use_cache=False).logits
+        with patch(lm, {site: wrap(zero_ablate())}):
+            zero_logits = lm.model(input_ids=ids, use_cache=False).logits
+        clean_logp = F.log_softmax(clean_logits[:, first:-1].float(), -1)
+        for name, logits in (("ce_clean", clean_logits), ("ce_sae", sae_logits), ("ce_zero", zero_logits)):
+            losses, _ = token_losses(logits, ids)
+            sums[name] += losses[:, first:].sum().item()
+        for name, logits in (("kl_sae", sae_logits), ("kl_zero", zero_logits)):
+            logq = F.log_softmax(logits[:, first:-1].float(), -1)
+            sums[name] += (clean_logp.exp() * (clean_logp - logq)).sum().item()
+        n_loss += ids.shape[0] * (ids.shape[1] - 1 - first)
+    ce = {k: sums[k] / n_loss for k in ("ce_clean", "ce_sae", "ce_zero")}
+    kl = {k: sums[k] / n_loss for k in ("kl_sae", "kl_zero")}
+    return {
+        "model_behavior_preservation": {
+            "kl_div_score": 1 - kl["kl_sae"] / kl["kl_zero"], "kl_div_with_ablation": kl["kl_zero"],
+            "kl_div_with_sae": kl["kl_sae"]},
+        "model_performance_preservation": {
+            "ce_loss_score": (ce["ce_zero"] - ce["ce_sae"]) / (ce["ce_zero"] - ce["ce_clean"]),
+            "ce_loss_with_ablation": ce["ce_zero"], "ce_loss_with_sae": ce["ce_sae"],
+            "ce_loss_without_sae": ce["ce_clean"]},
+        "reconstruction_quality": {
+            "explained_variance": 1 - sums["sq_err"] / sums["sq_dev"], "mse": sums["sq_err"] / (n_tokens * sae.cfg.d_in),
+            "cossim": sums["cos"] / n_tokens},
+        "shrinkage": {
+            "l2_norm_in": sums["norm_in"] / n_tokens, "l2_norm_out": sums["norm_out"] / n_tokens,
+            "l2_ratio": sums["norm_out"] / sums["norm_in"],
+            "relative_reconstruction_bias": sums["sq_out"] / sums["dot"]},
+        "sparsity": {"l0": sums["l0"] / n_tokens, "l1": sums["l1"] / n_tokens},
+        "misc_metrics": {"frac_alive": fired.float().mean().item()},
+        "token_stats": {"total_tokens_eval_reconstruction": n_tokens, "total_tokens_eval_sparsity_variance": n_tokens},
+    }

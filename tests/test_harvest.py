@@ -64,3 +64,21 @@ def test_a_directory_holding_another_harvest_is_refused(tmp_path):
     harvest_lib.harvest(lm, _windows(), "resid_post.0", tmp_path / "h", progress=False)
     with pytest.raises(Exception, match="different harvest"):
         harvest_lib.harvest(lm, _windows(), "resid_post.1", tmp_path / "h", progress=False)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_bf16_harvest_runs_a_bf16_copy_close_to_fp32(tmp_path, arch):
+    lm = _tiny_lm(arch)
+    windows = _windows()
+    exact = harvest_lib.harvest(lm, windows, "resid_post.1", tmp_path / "fp32", progress=False)
+    fast = harvest_lib.harvest(lm, windows, "resid_post.1", tmp_path / "bf16", progress=False,
+                               compute_dtype=torch.bfloat16)
+    assert exact.meta["fingerprint"] != fast.meta["fingerprint"]  # never read back as the other
+    assert fast.meta["compute_dtype"] == "torch.bfloat16" and fast.load().dtype == torch.float32
+    a, b = exact.load(), fast.load()
+    assert ((b - a).norm(dim=-1) / a.norm(dim=-1)).median() < 0.05
+    assert lm.dtype == torch.float32  # the model itself is untouched
+    assert lm.in_precision(torch.bfloat16) is lm.in_precision(torch.bfloat16) and lm.in_precision(lm.dtype) is lm
+    assert harvest_lib.resolve_compute_dtype(torch.float32, lm) is None
+    with pytest.raises(Exception, match="compute_dtype"):
+        harvest_lib.resolve_compute_dtype("fp8", lm)

@@ -117,3 +117,28 @@ def test_notebook_setup_reports_what_it_set():
     finally:
         torch.set_grad_enabled(previous)
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("arch", sorted(CONFIGS))
+def test_unembed_of_the_last_residual_equals_the_logits(arch):
+    from actlab import hooks
+
+    lm = tiny_lm(arch)
+    if arch == "gemma2":
+        lm.model.config.final_logit_softcapping = 2.0  # small enough that the cap changes the logits
+    ids = torch.randint(4, len(lm.tokenizer), (2, 6), generator=torch.Generator().manual_seed(0))
+    last = f"resid_post.{lm.n_layers - 1}"
+    with hooks.capture(lm, [last, "final_norm"]) as acts:
+        logits = lm.model(input_ids=ids).logits
+    torch.testing.assert_close(lm.unembed(acts[last]), logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(lm.unembed(acts["final_norm"], normed=True), logits, rtol=1e-5, atol=1e-5)
+
+
+def test_run_announces_a_standard_sae_it_will_build_first(tmp_path, monkeypatch):
+    from actlab import artifacts
+
+    monkeypatch.setenv("ACTLAB_CACHE_DIR", str(tmp_path))
+    uses = "sae, record = actlab.sae.standard_sae(lm)"
+    assert "built first" in artifacts.announce_build(uses, "smollm2-135m", "default")
+    assert artifacts.announce_build(uses, "smollm2-135m", "smoke") is None  # smoke SAEs are small
+    assert artifacts.announce_build("print(1)", "smollm2-135m", "default") is None

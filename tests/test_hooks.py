@@ -44,7 +44,63 @@ def test_every_site_has_the_documented_shape(model):
             assert shape[:3] == (2, 5, heads), name
         elif kind == "mlp_act":
             assert shape[:2] == (2, 5) and shape[2] > d_model, name
+        elif kind == "q":
+            assert shape[:3] == (2, 5, heads), name
+        elif kind in ("k", "v"):
+            kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+            assert shape[:3] == (2, 5, kv_heads), name
+        elif kind == "attn_pattern":
+            assert shape == (2, heads, 5, 5), name
+            torch.testing.assert_close(acts[name].sum(-1), torch.ones(2, heads, 5))
     torch.testing.assert_close(acts["logits"], out.logits)
+
+
+def test_pattern_times_values_gives_the_head_outputs(model):
+    """attn_heads[b, t, h] = sum_s attn_pattern[b, h, t, s] * v[b, s, kv(h)], on every architecture."""
+    ids = tiny_inputs(batch=2, seq=6)
+    with hooks.capture(model, ["attn_pattern.1", "v.1", "attn_heads.1"]) as acts:
+        model(input_ids=ids)
+    v = acts["v.1"]
+    group = acts["attn_heads.1"].shape[2] // v.shape[2]
+    mixed = torch.einsum("bhts,bshd->bthd", acts["attn_pattern.1"], v.repeat_interleave(group, dim=2))
+    torch.testing.assert_close(mixed, acts["attn_heads.1"], rtol=1e-4, atol=1e-5)
+
+
+def test_zeroed_values_zero_the_head_outputs(model):
+    ids = tiny_inputs()
+    with hooks.patch(model, {"v.1": hooks.zero_ablate()}), hooks.capture(model, "attn_heads.1") as acts:
+        model(input_ids=ids)
+    assert acts["attn_heads.1"].abs().max() == 0
+    sites = ["q.1", "k.1", "attn_pattern.1"]
+    with hooks.capture(model, sites) as before:
+        model(input_ids=ids)
+    with hooks.patch(model, {"q.1": lambda q: q * 3}), hooks.capture(model, sites) as after:
+        model(input_ids=ids)
+    torch.testing.assert_close(after["k.1"], before["k.1"], rtol=0, atol=0)  # an edit of q leaves k alone
+    torch.testing.assert_close(after["q.1"], 3 * before["q.1"])  # a capture after a patch sees the edit
+    if not any(name.endswith("q_norm") for name, _ in model.named_modules()):
+        # (Gemma 3 normalises queries after the projection, which undoes a scaling.)
+        assert not torch.allclose(after["attn_pattern.1"], before["attn_pattern.1"])
+
+
+def test_attention_pattern_is_read_only_and_restores_the_attention_kernel(model):
+    try:
+        model.set_attn_implementation("sdpa")
+    except ValueError:  # Gemma 2 runs eager attention only
+        pass
+    kernel = model.config._attn_implementation
+    try:
+        with hooks.capture(model, "attn_pattern.0") as acts:
+            assert model.config._attn_implementation == "eager"
+            model(input_ids=tiny_inputs())
+        assert acts["attn_pattern.0"].shape[-1] == 7
+        assert model.config._attn_implementation == kernel
+        with pytest.raises(UnknownSiteError, match="read-only"):
+            with hooks.patch(model, {"attn_pattern.0": lambda a: a * 0}):
+                model(input_ids=tiny_inputs())
+        assert model.config._attn_implementation == kernel
+    finally:
+        model.set_attn_implementation("eager")
 
 
 def test_sublayer_outputs_sum_to_the_residual_update(model):

@@ -56,6 +56,21 @@ def cached() -> list[CachedSAE]:
     return found
 
 
+def has_full_standard_sae(model: str) -> bool:
+    """Whether the cache holds an SAE of ``model`` trained on a full standard SAE's data."""
+    from .sae import STANDARD_TOKENS
+
+    return any(e.model == model and e.train_tokens >= STANDARD_TOKENS for e in cached())
+
+
+def announce_build(notebook_source: str, model: str, profile: str) -> str | None:
+    """The line ``actlab run`` prints before a notebook that will first build the standard SAE."""
+    if profile == "smoke" or "standard_sae(" not in notebook_source or has_full_standard_sae(model):
+        return None
+    return (f"this notebook uses the standard SAE of {model}, which is not in the cache yet: it is built first "
+            "(about 12 minutes on 2 cores, once per machine; `make artifacts` builds it ahead)")
+
+
 def format_cached(entries: list[CachedSAE]) -> str:
     """A table of the cache for the terminal."""
     lines = [f"{'model':14s} {'site':14s} {'latents':>7s} {'k':>3s} {'tokens':>10s} {'L0':>5s} {'EV':>6s} "

@@ -7,7 +7,6 @@ again skips them and ends with exactly the activations of an uninterrupted run.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -95,8 +94,19 @@ def _fingerprint(lm: LanguageModel, windows: torch.Tensor, site: str, drop_first
     digest.update(windows.numpy().tobytes())
     digest.update(f"{lm.name}|{lm.source}|{site}|{drop_first}|{dtype}".encode())
     if compute_dtype is not None:  # absent from the key of an fp32 harvest, so older caches stay valid
-        digest.update(f"|compute={compute_dtype}".encode())
+        digest.update(f"|weights={compute_dtype}".encode())
     return digest.hexdigest()[:16]
+
+
+def resolve_compute_dtype(compute_dtype: torch.dtype | str | None, lm: LanguageModel) -> torch.dtype | None:
+    """``None`` when the pass runs in the model's own precision, else the dtype it runs in."""
+    if compute_dtype == "auto":
+        from .sae import fast_bf16
+
+        compute_dtype = torch.bfloat16 if fast_bf16() else None
+    if isinstance(compute_dtype, str):
+        raise ActlabError(f"compute_dtype must be a torch dtype, None or 'auto', not {compute_dtype!r}")
+    return None if compute_dtype in (None, lm.dtype) else compute_dtype
 
 
 def harvest(
@@ -109,7 +119,7 @@ def harvest(
     drop_first: bool = True,
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
-    compute_dtype: torch.dtype | None = None,
+    compute_dtype: torch.dtype | str | None = None,
 ) -> Harvest:
     """Run ``lm`` over ``windows`` (``(n, seq_len)`` token ids) and store ``site`` activations.
 
@@ -117,12 +127,15 @@ def harvest(
     10-100x the others). The forward pass stops after the site, so a middle
     layer costs only the layers below it. ``out_dir`` defaults to a directory
     in the cache named by a fingerprint of model, site and tokens; reusing a
-    directory with a different fingerprint is refused. ``compute_dtype=torch.bfloat16``
-    runs the forward pass under bf16 autocast: matrix products in bf16, which is faster only
-    on CPUs with AMX (on an AVX-512 CPU without it, SmolLM2's harvest at ``resid_post.15``
-    measured 962 tokens/s against 1,622 in fp32), and activations that differ from fp32 by
-    0.7 % of their norm at the median (1.6 % at the 99th percentile).
+    directory with a different fingerprint is refused.
+
+    ``compute_dtype`` is the precision of the forward pass: ``None`` (the model's own),
+    ``torch.bfloat16`` (a bf16 copy of the model, :meth:`LanguageModel.in_precision`) or
+    ``"auto"`` (bf16 where the CPU multiplies bf16 natively, with AMX; the model's own
+    precision elsewhere, where bf16 is slower). Activations are stored in ``dtype`` either
+    way; ``make bench`` prints the speed and the error of bf16 against fp32.
     """
+    compute_dtype = resolve_compute_dtype(compute_dtype, lm)
     fingerprint = _fingerprint(lm, windows, site, drop_first, dtype, compute_dtype)
     directory = Path(out_dir) if out_dir is not None else cache_dir() / "harvest" / fingerprint
     directory.mkdir(parents=True, exist_ok=True)
@@ -153,15 +166,14 @@ def harvest(
     todo = [i for i, p in enumerate(result.shard_paths) if not p.exists()]
     bar = tqdm(total=n_windows * seq_len, unit="tok", unit_scale=True, desc=f"harvest {site}",
                disable=not progress, initial=(n_shards - len(todo)) * windows_per_shard * seq_len)
-    autocast = (torch.autocast("cpu", dtype=compute_dtype) if compute_dtype not in (None, torch.float32)
-                else contextlib.nullcontext())
-    with torch.inference_mode(), autocast:
+    runner = lm.in_precision(compute_dtype) if todo and compute_dtype is not None else lm
+    with torch.inference_mode():
         for shard_index in todo:
             rows = windows[shard_index * windows_per_shard:(shard_index + 1) * windows_per_shard]
             parts = []
             for start in range(0, len(rows), batch_size):
                 batch = rows[start:start + batch_size].to(lm.device)
-                acts = run_with_cache(lm, site, input_ids=batch)[site]
+                acts = run_with_cache(runner, site, input_ids=batch)[site]
                 parts.append(acts[:, first:].reshape(-1, acts.shape[-1]).to("cpu", dtype))
                 bar.update(batch.numel())
             _atomic_save({"acts": torch.cat(parts).contiguous()}, result.shard_paths[shard_index])

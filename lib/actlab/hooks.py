@@ -13,6 +13,13 @@ Sites (``L`` is a 0-based layer index):
 ``mlp_act.L``      MLP neurons: the input of the down projection, ``(batch, seq, d_mlp)``
 ``attn_heads.L``   per-head attention outputs before the output projection,
                    ``(batch, seq, n_heads, d_head)``
+``q.L``            queries, ``(batch, seq, n_heads, d_head)``: the query projection's
+                   output, before rotary embeddings (and before Gemma 3's query norm)
+``k.L``, ``v.L``   keys and values, ``(batch, seq, n_kv_heads, d_head)``, likewise
+                   before rotary embeddings (keys) and Gemma 3's key norm
+``attn_pattern.L`` attention probabilities, ``(batch, n_heads, query, key)``; read-only.
+                   Hooking it switches the model to eager attention while the hook
+                   is active (fused kernels never form the pattern)
 ``final_norm``     output of the final norm (the input of the unembedding)
 ``logits``         the model's output logits
 ``module:PATH``    the output of any submodule, by its dotted name (an escape hatch)
@@ -36,7 +43,11 @@ from .errors import UnknownSiteError
 
 EditFn = Callable[[torch.Tensor], torch.Tensor]
 
-LAYER_SITES = ("resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_act", "attn_heads")
+LAYER_SITES = ("resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_act", "attn_heads", "q", "k", "v",
+               "attn_pattern")
+_QKV_PROJ = {"q": "q_proj", "k": "k_proj", "v": "v_proj"}
+# Fused projections: GPT-2's c_attn is [q | k | v]; GPT-NeoX's query_key_value is, per head, [q | k | v].
+_FUSED_QKV = {"c_attn": "blocks", "query_key_value": "per_head"}
 GLOBAL_SITES = ("final_norm", "logits")
 
 _LAYER_LIST_PATHS = ("model.layers", "model.language_model.layers", "language_model.model.layers",
@@ -58,6 +69,10 @@ class HookPoint:
     pre: bool
     layer: int | None = None
     n_heads: int | None = None
+    #: for a slice of a fused q/k/v projection: (layout, which of q/k/v, n_heads, d_head)
+    fused: tuple[str, int, int, int] | None = None
+    #: the attention probabilities (the second output of the attention module), read-only
+    pattern_of: nn.Module | None = None
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -151,8 +166,23 @@ def resolve(model: nn.Module, site: str) -> HookPoint:
         return _checked(site, module, pre=False, layer=layer)
     if kind == "mlp_act":
         return _checked(site, mlp and _first_child(mlp, _MLP_DOWN_PROJ), pre=True, layer=layer)
-    heads = int(getattr(_text_config(model), "num_attention_heads", 0) or _text_config(model).n_head)
-    return _checked(site, attn and _first_child(attn, _ATTN_OUT_PROJ), pre=True, layer=layer, n_heads=heads)
+    cfg = _text_config(model)
+    heads = int(getattr(cfg, "num_attention_heads", 0) or cfg.n_head)
+    if kind == "attn_heads":
+        return _checked(site, attn and _first_child(attn, _ATTN_OUT_PROJ), pre=True, layer=layer, n_heads=heads)
+    if kind == "attn_pattern":
+        return HookPoint(site, _checked(site, attn, pre=False).module, pre=False, layer=layer, pattern_of=model)
+    d_head = int(getattr(cfg, "head_dim", None) or (getattr(cfg, "hidden_size", None) or cfg.n_embd) // heads)
+    kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
+    projection = attn and getattr(attn, _QKV_PROJ[kind], None)
+    if isinstance(projection, nn.Module):
+        return HookPoint(site, projection, pre=False, layer=layer, n_heads=heads if kind == "q" else kv_heads)
+    for name, layout in _FUSED_QKV.items():
+        fused = attn and getattr(attn, name, None)
+        if isinstance(fused, nn.Module):
+            return HookPoint(site, fused, pre=False, layer=layer, n_heads=heads,
+                             fused=(layout, "qkv".index(kind), heads, d_head))
+    return _checked(site, None, pre=False)
 
 
 def _checked(site: str, module: nn.Module | None, **kwargs: object) -> HookPoint:
@@ -199,31 +229,70 @@ def _replace_input(args: tuple, kwargs: dict, value: torch.Tensor) -> tuple[tupl
     raise UnknownSiteError("cannot find the input tensor of a pre-hooked module")
 
 
+def _fused_part(point: HookPoint, value: torch.Tensor) -> torch.Tensor:
+    layout, part, heads, d_head = point.fused  # type: ignore[misc]
+    if layout == "blocks":
+        return value.unflatten(-1, (3, heads, d_head))[..., part, :, :]
+    return value.unflatten(-1, (heads, 3, d_head))[..., part, :]
+
+
 def _to_view(point: HookPoint, value: torch.Tensor) -> torch.Tensor:
+    if point.fused is not None:
+        return _fused_part(point, value)
     if point.n_heads is None:
         return value
     return value.unflatten(-1, (point.n_heads, value.shape[-1] // point.n_heads))
 
 
-def _from_view(point: HookPoint, value: torch.Tensor) -> torch.Tensor:
+def _from_view(point: HookPoint, value: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+    if point.fused is not None:
+        merged = whole.clone()
+        _fused_part(point, merged).copy_(value)
+        return merged
     return value if point.n_heads is None else value.flatten(-2)
 
 
+class _EagerAttention:
+    """Switches a model to eager attention until ``remove()`` (the pattern exists only there)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model, self.previous = model, model.config._attn_implementation
+        if self.previous != "eager":
+            model.set_attn_implementation("eager")
+
+    def remove(self) -> None:
+        if self.previous != "eager":
+            self.model.set_attn_implementation(self.previous)
+
+
 def _register(point: HookPoint, fn: Callable[[torch.Tensor], torch.Tensor | None]):  # noqa: ANN202
-    """Register ``fn`` on the site's value; a non-None return replaces the value."""
+    """Register ``fn`` on the site's value; a non-None return replaces the value.
+
+    Returns the handles to remove afterwards (a pattern site also holds eager attention).
+    """
+    if point.pattern_of is not None:
+        eager = _EagerAttention(point.pattern_of)
+
+        def pattern_hook(module: nn.Module, args: tuple, output: object) -> None:
+            if fn(output[1]) is not None:
+                raise UnknownSiteError(f"'{point.site}' is read-only: edit q, k, v or attn_heads instead")
+
+        return [eager, point.module.register_forward_hook(pattern_hook)]
     if point.pre:
 
         def pre_hook(module: nn.Module, args: tuple, kwargs: dict):  # noqa: ANN202
-            new = fn(_to_view(point, _input_tensor(args, kwargs)))
-            return None if new is None else _replace_input(args, kwargs, _from_view(point, new))
+            whole = _input_tensor(args, kwargs)
+            new = fn(_to_view(point, whole))
+            return None if new is None else _replace_input(args, kwargs, _from_view(point, new, whole))
 
-        return point.module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        return [point.module.register_forward_pre_hook(pre_hook, with_kwargs=True)]
 
     def hook(module: nn.Module, args: tuple, output: object):  # noqa: ANN202
-        new = fn(_to_view(point, _output_tensor(output)))
-        return None if new is None else _replace_output(output, _from_view(point, new))
+        whole = _output_tensor(output)
+        new = fn(_to_view(point, whole))
+        return None if new is None else _replace_output(output, _from_view(point, new, whole))
 
-    return point.module.register_forward_hook(hook)
+    return [point.module.register_forward_hook(hook)]
 
 
 class _StopForward(Exception):
@@ -257,7 +326,7 @@ def capture(
                     kept = kept.to(device=device, dtype=dtype)
                 acts[site] = kept
 
-            handles.append(_register(point, record))
+            handles += _register(point, record)
         yield acts
     finally:
         for handle in handles:
@@ -276,7 +345,7 @@ def patch(model: nn.Module, edits: Mapping[str, EditFn]) -> Iterator[None]:
     handles = []
     try:
         for site, edit in edits.items():
-            handles.append(_register(resolve(model, site), edit))
+            handles += _register(resolve(model, site), edit)
         yield
     finally:
         for handle in handles:

@@ -92,6 +92,24 @@ class LanguageModel:
     tokenizer: PreTrainedTokenizerBase
     source: str
     load_seconds: float = field(default=0.0, compare=False)
+    _copies: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def in_precision(self, dtype: torch.dtype) -> "LanguageModel":
+        """This model with its weights in ``dtype``: itself when it already is, else a copy kept for reuse.
+
+        The copy shares the tokenizer and is what a bf16 harvest runs (``harvest(...,
+        compute_dtype=torch.bfloat16)``): bf16 weights avoid re-casting them at every
+        product, which autocast does. It holds a second set of weights in memory.
+        """
+        if dtype == self.dtype:
+            return self
+        if dtype not in self._copies:
+            import copy
+
+            model = copy.deepcopy(self.model).to(dtype)
+            model.requires_grad_(False)
+            self._copies[dtype] = LanguageModel(self.name, model, self.tokenizer, self.source)
+        return self._copies[dtype]
 
     @property
     def config(self):  # noqa: ANN201 - a transformers PretrainedConfig
@@ -229,6 +247,21 @@ class LanguageModel:
             pieces = [self.tokenizer.decode([i]) for i in ids]
             raise ValueError(f"{text!r} is {len(ids)} tokens for {self.name} ({pieces}), not one")
         return int(ids[0])
+
+    def unembed(self, residual: torch.Tensor, normed: bool = False) -> torch.Tensor:
+        """Logits from a residual stream vector, as the model's own head computes them.
+
+        Applies the final norm (unless ``normed``), the output embedding and, on models
+        that have one (Gemma 2), the final logit soft-cap ``cap * tanh(logits / cap)``, so
+        ``unembed(resid_post of the last layer)`` equals the model's logits. A logit lens
+        on a middle layer uses the same call.
+        """
+        from .hooks import resolve
+
+        hidden = residual if normed else resolve(self.model, "final_norm").module(residual)
+        logits = self.model.get_output_embeddings()(hidden)
+        cap = getattr(self.text_config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     def describe(self) -> str:
         return (

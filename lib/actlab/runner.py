@@ -270,6 +270,11 @@ def run(
         raise UnknownParameterError(
             f"unknown parameter(s) {', '.join(unknown)} for {slug}; its parameters are {', '.join(defaults)}")
     check_model_name(model)
+    from .artifacts import announce_build
+
+    notice = announce_build(source.read_text(), model, profile)
+    if notice and progress:
+        print(f"actlab: {notice}", flush=True)
     resolved = {**defaults, **params, "profile": profile, "model": model}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

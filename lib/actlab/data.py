@@ -1,28 +1,35 @@
-"""A registry of the public datasets the notebooks read, verified by sha256.
+"""A registry of the public datasets the notebooks read, verified by sha256, kept with pooch.
 
-Online, a file is downloaded once from its canonical URL into the actlab cache
-and verified. Offline, set ``ACTLAB_DATA_DIR`` to a mirror laid out as
-``<dataset>/<file>``; its files are verified against the same hashes.
+Every file has a canonical URL and a sha256 in ``datasets.json``. pooch keeps the cache
+(``<actlab cache>/data/<dataset>/<file>``) and checks every hash. A file missing from the
+cache is fetched by :class:`MirrorOrWeb`: it copies the file from an offline mirror when
+``ACTLAB_DATA_DIR`` points to one laid out as ``<dataset>/<file>``, and downloads it from its
+canonical URL otherwise. Either way the hash is checked before the file enters the cache,
+and every failure ends in one line that names the fix.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
 import re
-import tempfile
-import urllib.error
-import urllib.request
+import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+import pooch
+
 from .errors import DataError
 from .models import cache_dir
 
 DATA_DIR_ENV = "ACTLAB_DATA_DIR"
+DOWNLOAD_TIMEOUT_S = 30
+
+# pooch announces every fetch at INFO level; a copy from the mirror is not news.
+pooch.get_logger().setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,11 @@ class DataFile:
     url: str
     sha256: str
     size: int
+
+    @property
+    def key(self) -> str:
+        """The file's name in the pooch registry and its path under the cache."""
+        return f"{self.dataset}/{self.name}"
 
 
 @lru_cache(maxsize=1)
@@ -64,64 +76,86 @@ def data_file(dataset: str, name: str) -> DataFile:
     return DataFile(dataset, name, entry["url"], entry["sha256"], entry["bytes"])
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+def mirror_path(spec: DataFile) -> Path | None:
+    """Where the offline mirror keeps a file, when ``ACTLAB_DATA_DIR`` is set and holds it."""
+    mirror = os.environ.get(DATA_DIR_ENV)
+    if not mirror:
+        return None
+    candidate = Path(mirror).expanduser() / spec.dataset / spec.name
+    return candidate if candidate.is_file() else None
 
 
-# Hashing a file once per process is enough; key by path, size and mtime so edits are seen.
+class MirrorOrWeb:
+    """A pooch downloader: copy from the ``ACTLAB_DATA_DIR`` mirror if it has the file, else download.
+
+    pooch hands it a temporary file beside the cache entry and checks the hash afterwards,
+    so a corrupt mirror file or a changed upstream file never enters the cache.
+    """
+
+    def __init__(self, spec: DataFile, allow_web: bool = True):
+        self.spec = spec
+        self.allow_web = allow_web
+        self.used_mirror = False
+
+    def __call__(self, url: str, output_file: str, pooch_obj: pooch.Pooch | None = None) -> None:
+        source = mirror_path(self.spec)
+        if source is not None:
+            self.used_mirror = True
+            shutil.copyfile(source, output_file)
+            return
+        if not self.allow_web:
+            raise DataError(f"data file {self.spec.key} is not cached: download it or set {DATA_DIR_ENV}")
+        pooch.HTTPDownloader(timeout=DOWNLOAD_TIMEOUT_S)(url, output_file, pooch_obj)
+
+
+@lru_cache(maxsize=4)
+def _store(root: str) -> pooch.Pooch:
+    files = [data_file(name, file_name) for name in datasets() for file_name in registry()[name]["files"]]
+    return pooch.create(path=root, base_url="", registry={f.key: f"sha256:{f.sha256}" for f in files},
+                        urls={f.key: f.url for f in files}, allow_updates=True)
+
+
+# pooch hashes a cached file on every fetch; once per process is enough (keyed by path, size and mtime).
 _verified: set[tuple[str, int, int]] = set()
 
 
-def _verify(path: Path, spec: DataFile, fix: str) -> Path:
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key in _verified:
-        return path
-    actual = _sha256(path)
-    if actual != spec.sha256:
-        raise DataError(
-            f"corrupt data file {spec.dataset}/{spec.name}: sha256 {actual[:12]}... is not the registry's "
-            f"{spec.sha256[:12]}...; {fix}"
-        )
-    _verified.add(key)
-    return path
+def _already_verified(cached: Path) -> bool:
+    if not cached.is_file():
+        return False
+    stat = cached.stat()
+    return (str(cached), stat.st_size, stat.st_mtime_ns) in _verified
 
 
 def path(dataset: str, name: str, download: bool = True) -> Path:
-    """Local path of a verified dataset file, downloading it into the cache if needed."""
+    """Local path of a verified dataset file: from the cache, else the mirror, else its URL."""
     spec = data_file(dataset, name)
-    mirror = os.environ.get(DATA_DIR_ENV)
-    if mirror:
-        candidate = Path(mirror).expanduser() / dataset / name
-        if candidate.is_file():
-            return _verify(candidate, spec, f"restore it in the mirror {DATA_DIR_ENV} points to, or unset it")
-    cached = cache_dir() / "data" / dataset / name
-    if cached.is_file():
-        return _verify(cached, spec, f"delete {cached} to download it again")
-    if not download:
-        raise DataError(f"data file {dataset}/{name} is not cached: download it or set {DATA_DIR_ENV}")
-    _download(spec, cached)
-    return _verify(cached, spec, f"delete {cached} and retry; the source may have changed")
-
-
-def _download(spec: DataFile, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    root = cache_dir() / "data"
+    cached = root / spec.key
+    if _already_verified(cached):
+        return cached
+    fetcher = MirrorOrWeb(spec, allow_web=download)
     try:
-        with urllib.request.urlopen(spec.url, timeout=30) as response:
-            with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False, prefix=".part-") as tmp:
-                while block := response.read(1 << 20):
-                    tmp.write(block)
-        os.replace(tmp.name, dest)
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+        found = Path(_store(str(root)).fetch(spec.key, downloader=fetcher))
+    except DataError:
+        raise
+    except ValueError as exc:  # pooch's hash mismatch
+        if fetcher.used_mirror:
+            fix = f"restore it in the mirror {DATA_DIR_ENV} points to, or unset it"
+        else:
+            fix = "the source may have changed; report it, or set a mirror with " + DATA_DIR_ENV
+        actual = re.search(r"but got ([0-9a-f]{12})", str(exc))
+        got = f"sha256 {actual.group(1)}... " if actual else "its sha256 "
         raise DataError(
-            f"missing dataset file {spec.dataset}/{spec.name}: download from {spec.url} failed ({reason}); "
+            f"corrupt data file {spec.key}: {got}is not the registry's {spec.sha256[:12]}...; {fix}"
+        ) from None
+    except OSError as exc:  # requests' errors derive from OSError (IOError)
+        raise DataError(
+            f"missing dataset file {spec.key}: download from {spec.url} failed ({type(exc).__name__}); "
             f"go online, or set {DATA_DIR_ENV} to an offline mirror of the data"
         ) from None
+    stat = found.stat()
+    _verified.add((str(found), stat.st_size, stat.st_mtime_ns))
+    return found
 
 
 def read_text(dataset: str, name: str) -> str:

@@ -15,7 +15,6 @@ BASELINE = {
     "itda+sae-principled-evals:4e02a1d120",
     "itda+sae-principled-evals:cf723a7acd",
     "itda+sae-sparse-probing:b752fcaa1f",
-    "max-activations+recsae:341d2ee4a2",
     "max-activations+sae-principled-evals:2b7a35969c",
     "mona-data-selection+sae-principled-evals:468f176e7b",
     "mona-data-selection+sae-principled-evals:86dca0765b",

@@ -64,7 +64,7 @@ class SmokePool:
             if key in self._futures:
                 continue
             slug, model, repeat = key
-            out = self.out_root / f"{slug}-{model}-{repeat}"
+            out = self.out_root / f"{slug}-{Path(model).name}-{repeat}"   # a model may be a local directory
             out.mkdir(parents=True, exist_ok=True)
             if self.started_at is None:
                 self.started_at = time.perf_counter()

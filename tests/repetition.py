@@ -56,7 +56,9 @@ def jscpd_command() -> list[str]:
 def _export(notebook: Path, out_dir: Path) -> tuple[Path, list[tuple[int, int]]]:
     """Write the code cells as a percent-format script; return it and, per script line, (cell, line in cell)."""
     nb = nbformat.read(notebook, as_version=4)
-    kept = [(index, cell) for index, cell in enumerate(nb.cells) if cell.cell_type == "code"]
+    # Papermill writes the injected-parameters cell: the same few lines in every executed notebook, not code.
+    kept = [(index, cell) for index, cell in enumerate(nb.cells)
+            if cell.cell_type == "code" and "injected-parameters" not in cell.metadata.get("tags", [])]
     code_only = nbformat.v4.new_notebook()
     # No header: every notebook's kernel metadata would otherwise be the first "repeat".
     code_only.metadata["jupytext"] = {"notebook_metadata_filter": "-all", "cell_metadata_filter": "-all"}

@@ -89,6 +89,20 @@ def test_claims_render_and_round_trip_through_a_notebook_output():
     assert table.summary() == "1 reproduced, 1 partial, 1 not checkable"
 
 
+def test_results_in_brief_lists_every_claim_with_its_verdict_and_reason_once():
+    table = Claims("demo")
+    table.declare("C1", "x grows", paper="2", where="Sec. 3")
+    table.declare("C2", "y shrinks", paper="0.5", where="Fig. 2")
+    table.check("C1", measured="ratio 3.1 [2.0, 4.2]", criterion="ratio > 1", criterion_source="card", holds=True,
+                requires={"baseline above chance": False})
+    table.not_checkable("C2", reason="needs a 70B model")
+    lines = table.in_brief().splitlines()
+    assert lines[0] == ("- **C1** x grows: **inconclusive**. ratio 3.1 [2.0, 4.2]. "
+                        "*precondition failed: baseline above chance.*")
+    # The reason of a claim that cannot be checked is already in its measured text: said once.
+    assert lines[1] == "- **C2** y shrinks: **not checkable**. not measured: needs a 70B model."
+
+
 def test_token_losses_mask_padding():
     logits = torch.zeros(1, 4, 5)
     ids = torch.tensor([[1, 2, 3, 0]])

@@ -229,6 +229,18 @@ class Claims:
             body.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>")
         return f'<table class="actlab-claims"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
+    def in_brief(self) -> str:
+        """The "Results in brief" list as Markdown: one line per claim with its verdict and measured figure.
+
+        Generated from the table, so a notebook's discussion cannot contradict its own run. A reason
+        already contained in the measured text is not repeated.
+        """
+        lines = []
+        for c in self.claims:
+            reason = f" *{c.reason}.*" if c.reason and c.reason not in c.measured else ""
+            lines.append(f"- **{c.id}** {c.claim}: **{_MARKS[c.verdict]}**. {c.measured}.{reason}")
+        return "\n".join(lines)
+
     def summary(self) -> str:
         counts = {v: sum(c.verdict == v for c in self.claims) for v in VERDICTS}
         return ", ".join(f"{n} {v.replace('_', ' ')}" for v, n in counts.items() if n)

@@ -10,8 +10,6 @@ from repetition import MIN_LINES, find_repeats
 # belong in the library. Moving the notebooks to library v2 removes them; then this list is empty.
 # (itda+recsae: the old itda's import block against recsae's new setup cell; it goes when itda moves.)
 BASELINE = {
-    "attn-output-saes+sae-principled-evals:562dc6d679",
-    "attn-output-saes+sae-sparse-probing:f8e8e6fbe1",
     "itda+recsae:1393457963",
     "itda+sae-principled-evals:b752fcaa1f",
     "itda+sae-principled-evals:cf723a7acd",

@@ -11,10 +11,8 @@ from repetition import MIN_LINES, find_repeats
 # (itda+recsae: the old itda's import block against recsae's new setup cell; it goes when itda moves.)
 BASELINE = {
     "itda+recsae:1393457963",
+    "itda+sae-principled-evals:468f176e7b",
     "itda+sae-principled-evals:b752fcaa1f",
-    "itda+sae-principled-evals:cf723a7acd",
-    "mona-data-selection+sae-principled-evals:468f176e7b",
-    "mona-data-selection+sae-principled-evals:b97d0667fd",
     "sae-dark-matter+sae-principled-evals:60941494c2",
     "sae-dark-matter+sae-principled-evals:becbacd2f5",
 }

@@ -10,9 +10,6 @@ from repetition import MIN_LINES, find_repeats
 # belong in the library. Moving the notebooks to library v2 removes them; then this list is empty.
 # (itda+recsae: the old itda's import block against recsae's new setup cell; it goes when itda moves.)
 BASELINE = {
-    "itda+recsae:1393457963",
-    "itda+sae-principled-evals:468f176e7b",
-    "itda+sae-principled-evals:b752fcaa1f",
     "sae-dark-matter+sae-principled-evals:60941494c2",
     "sae-dark-matter+sae-principled-evals:becbacd2f5",
 }

@@ -9,10 +9,7 @@ from repetition import MIN_LINES, find_repeats
 # Repeats that predate this check: the setup blocks of the first ten notebooks and a few helpers that
 # belong in the library. Moving the notebooks to library v2 removes them; then this list is empty.
 # (itda+recsae: the old itda's import block against recsae's new setup cell; it goes when itda moves.)
-BASELINE = {
-    "sae-dark-matter+sae-principled-evals:60941494c2",
-    "sae-dark-matter+sae-principled-evals:becbacd2f5",
-}
+BASELINE: set[str] = set()
 
 
 def test_no_new_repeated_block_across_notebooks():

@@ -8,7 +8,8 @@ from repetition import MIN_LINES, find_repeats
 
 # Repeats that predate this check: the setup blocks of the first ten notebooks and a few helpers that
 # belong in the library. Moving the notebooks to library v2 removes them; then this list is empty.
-# (itda+recsae: the old itda's import block against recsae's new setup cell; it goes when itda moves.)
+# (max-activations+repe-reasoning: the same local "Results in brief" helper; both move to Claims.in_brief
+# at their next re-run.)
 BASELINE = {
     "max-activations+repe-reasoning:ca7b552457",
 }

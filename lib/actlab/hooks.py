@@ -425,6 +425,23 @@ def add_vector(vector: torch.Tensor, alpha: float = 1.0, positions: slice | None
     return edit
 
 
+def steer(direction: torch.Tensor, scale: float, norm: float | None = None) -> EditFn:
+    """Edit that adds ``scale`` units along ``direction`` (any norm) at every position.
+
+    The unit is ``norm`` when given (a site's mean norm, from :func:`actlab.generation.residual_norm`:
+    one shift for every token), else each vector's own norm (the shift grows with the token's
+    norm). Either way ``scale`` reads the same at every layer and in every model.
+    """
+    unit = direction / direction.norm()
+
+    def edit(value: torch.Tensor) -> torch.Tensor:
+        u = unit.to(value.dtype)
+        size = value.norm(dim=-1, keepdim=True) if norm is None else norm
+        return value + scale * size * u
+
+    return edit
+
+
 def project_out(direction: torch.Tensor) -> EditFn:
     """Edit that removes the component along ``direction`` (any norm) from every vector."""
     unit = direction / direction.norm()

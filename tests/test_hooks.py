@@ -38,7 +38,7 @@ def test_every_site_has_the_documented_shape(model):
     for name in names:
         kind = name.split(".")[0]
         shape = tuple(acts[name].shape)
-        if kind in ("resid_pre", "resid_post", "attn_out", "mlp_out", "final_norm"):
+        if kind in ("resid_pre", "resid_post", "attn_out", "mlp_in", "mlp_out", "final_norm"):
             assert shape == (2, 5, d_model), name
         elif kind == "attn_heads":
             assert shape[:3] == (2, 5, heads), name
@@ -53,6 +53,23 @@ def test_every_site_has_the_documented_shape(model):
             assert shape == (2, heads, 5, 5), name
             torch.testing.assert_close(acts[name].sum(-1), torch.ones(2, heads, 5))
     torch.testing.assert_close(acts["logits"], out.logits)
+
+
+def test_mlp_in_is_the_pre_mlp_norm_of_the_residual(model):
+    """mlp_in.L = the MLP's own norm applied to resid_pre.L + attn_out.L (sequential blocks)."""
+    ids = tiny_inputs()
+    with hooks.capture(model, ["resid_pre.1", "attn_out.1", "mlp_in.1", "mlp_out.1", "resid_post.1"]) as acts:
+        model(input_ids=ids)
+    block = hooks.decoder_layers(model)[1]
+    norm = next((getattr(block, n) for n in ("pre_feedforward_layernorm", "post_attention_layernorm", "ln_2")
+                 if hasattr(block, n)), None)
+    parallel = getattr(model.config, "use_parallel_residual", False)
+    middle = acts["resid_pre.1"] if parallel else acts["resid_pre.1"] + acts["attn_out.1"]
+    torch.testing.assert_close(acts["mlp_in.1"], norm(middle), rtol=1e-5, atol=1e-5)
+    # and an edit there changes what the MLP writes
+    with hooks.patch(model, {"mlp_in.1": hooks.zero_ablate()}), hooks.capture(model, "mlp_out.1") as zeroed:
+        model(input_ids=ids)
+    assert not torch.allclose(zeroed["mlp_out.1"], acts["mlp_out.1"])
 
 
 def test_pattern_times_values_gives_the_head_outputs(model):

@@ -10,6 +10,9 @@ Sites (``L`` is a 0-based layer index):
                    post-attention norm)
 ``mlp_out.L``      what the MLP adds to the residual stream (after Gemma's
                    post-feedforward norm)
+``mlp_in.L``       what the MLP reads: its input, after the pre-MLP norm (Llama's
+                   ``post_attention_layernorm``, Gemma's ``pre_feedforward_layernorm``,
+                   GPT-2's ``ln_2``), ``(batch, seq, d_model)``
 ``mlp_act.L``      MLP neurons: the input of the down projection, ``(batch, seq, d_mlp)``
 ``attn_heads.L``   per-head attention outputs before the output projection,
                    ``(batch, seq, n_heads, d_head)``
@@ -43,7 +46,7 @@ from .errors import UnknownSiteError
 
 EditFn = Callable[[torch.Tensor], torch.Tensor]
 
-LAYER_SITES = ("resid_pre", "resid_post", "attn_out", "mlp_out", "mlp_act", "attn_heads", "q", "k", "v",
+LAYER_SITES = ("resid_pre", "resid_post", "attn_out", "mlp_in", "mlp_out", "mlp_act", "attn_heads", "q", "k", "v",
                "attn_pattern")
 _QKV_PROJ = {"q": "q_proj", "k": "k_proj", "v": "v_proj"}
 # Fused projections: GPT-2's c_attn is [q | k | v]; GPT-NeoX's query_key_value is, per head, [q | k | v].
@@ -164,6 +167,8 @@ def resolve(model: nn.Module, site: str) -> HookPoint:
     if kind == "mlp_out":
         module = block.post_feedforward_layernorm if sandwich_norms else mlp
         return _checked(site, module, pre=False, layer=layer)
+    if kind == "mlp_in":
+        return _checked(site, mlp, pre=True, layer=layer)
     if kind == "mlp_act":
         return _checked(site, mlp and _first_child(mlp, _MLP_DOWN_PROJ), pre=True, layer=layer)
     cfg = _text_config(model)

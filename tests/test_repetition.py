@@ -6,13 +6,9 @@ import pytest
 from actlab import runner
 from repetition import MIN_LINES, find_repeats
 
-# Repeats that predate this check: the setup blocks of the first ten notebooks and a few helpers that
-# belong in the library. Moving the notebooks to library v2 removes them; then this list is empty.
-# (max-activations+repe-reasoning: the same local "Results in brief" helper; both move to Claims.in_brief
-# at their next re-run.)
-BASELINE = {
-    "max-activations+repe-reasoning:ca7b552457",
-}
+# Repeats accepted for a stated reason, each keyed by notebook pair and block hash. Empty: every block
+# two notebooks shared has moved into actlab.
+BASELINE: set[str] = set()
 
 
 def test_no_new_repeated_block_across_notebooks():

@@ -447,13 +447,22 @@ def steer(direction: torch.Tensor, scale: float, norm: float | None = None) -> E
     return edit
 
 
-def project_out(direction: torch.Tensor) -> EditFn:
-    """Edit that removes the component along ``direction`` (any norm) from every vector."""
-    unit = direction / direction.norm()
+def project_out(directions: torch.Tensor) -> EditFn:
+    """Edit that removes the component along ``directions`` from every vector (directional ablation).
+
+    ``directions`` is one vector (any norm) or a ``(k, d)`` stack of them; a stack need not be
+    orthogonal, its span is orthonormalised once (QR) and the whole span is removed.
+    """
+    basis = directions.detach().double()
+    if basis.ndim == 1:
+        basis = basis[None]
+    if basis.ndim != 2 or not torch.all(basis.norm(dim=-1) > 0):
+        raise ValueError("project_out wants a non-zero (d,) vector or a (k, d) stack of non-zero vectors")
+    q = torch.linalg.qr(basis.T).Q.float()          # (d, k), orthonormal columns
 
     def edit(value: torch.Tensor) -> torch.Tensor:
-        u = unit.to(value.dtype)
-        return value - (value @ u).unsqueeze(-1) * u
+        u = q.to(value.device, value.dtype)
+        return value - (value @ u) @ u.T
 
     return edit
 

@@ -70,3 +70,34 @@ def test_aurocs_compared_on_the_same_items():
     good, poor = y + rng.normal(0, 0.5, 400), y + rng.normal(0, 3.0, 400)
     assert stats.compare_aurocs(y, good, poor).holds
     assert stats.compare_aurocs(y, poor, good).against
+
+
+def test_comparer_binds_the_resampling_settings_of_compare():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(0.3, 1, 40), rng.normal(0, 1, 40)
+    paired = stats.comparer(n_resamples=300, seed=7)
+    got, want = paired(a, b, ("a", "b"), margin=0.05), stats.compare(a, b, names=("a", "b"), margin=0.05,
+                                                                     n_resamples=300, seed=7)
+    assert got == want and str(got).startswith("a - b")
+    assert paired(a, b, statistic=np.median) == stats.compare(a, b, statistic=np.median, n_resamples=300, seed=7)
+    assert paired(a, b) != stats.compare(a, b, n_resamples=300, seed=8)
+
+
+def test_two_sample_bootstrap_resamples_each_sample_on_its_own():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(1.0, 1, 30), rng.normal(0.0, 3, 50)
+    seen = []
+
+    def gap(rows_a, rows_b):
+        seen.append((len(rows_a), len(rows_b)))
+        return a[rows_a].mean() - b[rows_b].mean()
+
+    got = stats.two_sample_bootstrap_ci(gap, len(a), len(b), n_resamples=400, seed=1)
+    assert got.estimate == pytest.approx(a.mean() - b.mean()) and got.low < got.estimate < got.high
+    assert set(seen) == {(30, 50)}
+    # the spread follows the two samples' own standard errors, not a pairing by position
+    se = np.sqrt(a.var() / 30 + b.var() / 50)
+    assert 2.5 * se < got.high - got.low < 5.5 * se
+    assert stats.two_sample_bootstrap_ci(gap, 30, 50, n_resamples=400, seed=1) == got
+    with pytest.raises(ValueError, match="at least one"):
+        stats.two_sample_bootstrap_ci(gap, 0, 50)

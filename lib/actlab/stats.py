@@ -92,6 +92,25 @@ def paired_bootstrap_ci(a: object, b: object, statistic: Statistic = np.mean, *,
     return Interval(float(statistic(x) - statistic(y)), *_percentiles(resampled, level), level=level)
 
 
+def two_sample_bootstrap_ci(statistic: Callable[[np.ndarray, np.ndarray], float], n_a: int, n_b: int, *,
+                            n_resamples: int = N_RESAMPLES, level: float = LEVEL, seed: int = 0) -> Interval:
+    """Interval of a statistic of two independent samples, resampling each sample on its own.
+
+    ``statistic(rows_a, rows_b)`` receives row indices into sample A (``n_a`` items) and sample B
+    (``n_b`` items); the estimate uses every row once. Use it where the items of A and B are not
+    the same units (a distance between two sets of texts, a ratio of two groups' means), so no
+    pairing by position is implied. Quantities measured on the same units of A stay paired by
+    computing them from the same ``rows_a``.
+    """
+    if n_a < 1 or n_b < 1:
+        raise ValueError(f"both samples need at least one item, got {n_a} and {n_b}")
+    rng = np.random.default_rng(seed)
+    resampled = np.array([statistic(rng.integers(0, n_a, n_a), rng.integers(0, n_b, n_b))
+                          for _ in range(n_resamples)], dtype=float)
+    estimate = float(statistic(np.arange(n_a), np.arange(n_b)))
+    return Interval(estimate, *_percentiles(resampled, level), level=level)
+
+
 def auroc(labels: object, scores: object) -> float:
     """Area under the ROC curve: the chance that a random positive scores above a random negative (ties 1/2)."""
     y = np.asarray(labels).astype(bool)
@@ -179,6 +198,22 @@ def compare(a: object, b: object, *, statistic: Statistic = np.mean, names: tupl
     """Compare per-item values of A and B measured on the same items (paired bootstrap of the difference)."""
     interval = paired_bootstrap_ci(a, b, statistic, n_resamples=n_resamples, level=level, seed=seed)
     return Comparison(interval, names, margin)
+
+
+def comparer(*, n_resamples: int = N_RESAMPLES, level: float = LEVEL, seed: int = 0
+             ) -> Callable[..., Comparison]:
+    """:func:`compare` with a notebook's resampling settings bound once.
+
+    ``paired = stats.comparer(n_resamples=n_bootstrap, seed=seed)``, then
+    ``paired(gain, baseline, ("steered", "unsteered"), margin=0.1)`` anywhere in the notebook.
+    """
+
+    def paired(a: object, b: object, names: tuple[str, str] = ("A", "B"), margin: float = 0.0,
+               statistic: Statistic = np.mean) -> Comparison:
+        return compare(a, b, statistic=statistic, names=names, margin=margin, n_resamples=n_resamples,
+                       level=level, seed=seed)
+
+    return paired
 
 
 def compare_aurocs(labels: object, scores_a: object, scores_b: object, *, names: tuple[str, str] = ("A", "B"),

@@ -235,3 +235,21 @@ def test_steer_adds_scale_units_of_the_norm():
     torch.testing.assert_close(fixed - value, torch.tensor([[[0.0, 5.0], [0.0, 5.0]]]))
     own = hooks.steer(direction, 0.5)(value)
     torch.testing.assert_close(own - value, torch.tensor([[[0.0, 2.5], [0.0, 0.5]]]))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prompts_longer_than_a_sliding_window_decode_exactly(arch):
+    # Gemma's own cache crops sliding layers to their window (16 tokens in the tiny configs); ours keeps
+    # every entry, so a full cache of a long prompt must still give the logits of one whole pass.
+    lm = tiny_lm(arch)
+    ids = torch.randint(5, lm.tokenizer.vocab_size, (40,), generator=torch.Generator().manual_seed(1)).tolist()
+    with torch.no_grad():
+        whole = lm.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0].float()
+    cache = PromptCache.prefill(lm, ids[:-3])
+    assert {k.shape[1] for k in cache.keys} == {len(ids) - 3}
+    torch.testing.assert_close(cache.next_logits(lm, ids[-3:]), whole[-3:], atol=1e-4, rtol=1e-4)
+    scores = score_candidates(lm, ids[:-4], [ids[-4:], ids[-2:]])
+    expected = whole[-5:-1].log_softmax(-1)[torch.arange(4), torch.tensor(ids[-4:])]
+    torch.testing.assert_close(scores.token_logprobs[0], expected, atol=1e-4, rtol=1e-4)
+    lm.model.generation_config.eos_token_id = None
+    assert cache.greedy(lm, 5, feed=ids[-3:]) == _hf_greedy(lm, ids, 5)

@@ -257,7 +257,7 @@ class PromptCache:
         """Run the prompt once and keep its cache."""
         ids = torch.tensor([_as_ids(lm, prompt, add_special_tokens)], device=lm.device)
         with patch(lm.model, edits or {}), torch.no_grad():
-            out = lm.model(input_ids=ids, use_cache=True)
+            out = lm.model(input_ids=ids, cache=_keep_everything_cache(), use_cache=True)
         layers = _cache_layers(out.cache)
         n = ids.shape[1]
         where = torch.arange(n, device=lm.device)
@@ -358,6 +358,16 @@ class PromptCache:
         return generated
 
 
+def _keep_everything_cache() -> DynamicCache:
+    """A cache that keeps every position in every layer.
+
+    The model's own default cache crops sliding-window layers (Gemma-2 and 3) to their window, so its
+    layers hold different numbers of entries and no longer line up with positions. Every entry kept,
+    the model's sliding-window masks still limit what each query sees, so decoding on top is exact.
+    """
+    return DynamicCache()
+
+
 def _cache_layers(cache: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
     layers = getattr(cache, "layers", None)
     if layers is not None:
@@ -419,7 +429,8 @@ def score_candidates(
     context = nullcontext() if edits is None else patch(lm.model, edits)
     scores: list[torch.Tensor] = []
     with context, torch.no_grad():
-        out = lm.model(input_ids=torch.tensor([prefix_ids], device=lm.device), use_cache=True)
+        out = lm.model(input_ids=torch.tensor([prefix_ids], device=lm.device), cache=_keep_everything_cache(),
+                       use_cache=True)
         first = out.logits[0, -1].float().log_softmax(-1)
         layers = _cache_layers(out.cache)
         for start in range(0, len(cand_ids), batch_size):

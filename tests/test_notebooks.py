@@ -27,7 +27,7 @@ RANDOM_MODEL = str(cache_dir() / "test-models" / "random-llama")
 # Determinism (two identical runs) and the second architecture are checked on this fixed subset, one
 # notebook per family; `make test-all` (ACTLAB_TEST_MATRIX=full) checks them on every notebook.
 SUBSET = {"sae": "mona-data-selection", "steering": "repe-reasoning", "quant": "max-activations",
-          "efficiency": "speckv"}
+          "efficiency": "speckv", "safety": "introspection"}
 FULL_MATRIX = os.environ.get("ACTLAB_TEST_MATRIX", "") == "full"
 MATRIX_SLUGS = SLUGS if FULL_MATRIX else sorted(s for s in SUBSET.values() if s in NOTEBOOKS)
 # Only a hang fails a smoke run on time: no single cell of a smoke run needs minutes.
